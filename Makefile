@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up `.venv` when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# Pinned on purpose: an unpinned torch pulls a multi-GB CUDA build; this is the CPU wheel.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[train,space,offline,test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) train.py demo --output_dir outputs/demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not browser" tests
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run.py --quick
+
+clean:
+	rm -rf outputs build *.egg-info
