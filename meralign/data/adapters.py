@@ -116,7 +116,7 @@ def split_by_track(track_ids: Iterable[str], seed: int = 0,
     out: dict[str, str] = {}
     for rank, track_id in enumerate(ranked):
         out[track_id] = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
-    return out
+    return {track_id: out[track_id] for track_id in ids}  # in id order, for readable diffs
 
 
 def _checked_labels(track_id: str, labels: Iterable[str], vocabulary: Vocabulary, source: str) -> tuple[str, ...]:
@@ -258,7 +258,7 @@ def _find_mtg_tsv(root: Path, subset: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ValueError(f"root: annotation file not found; looked for " + ", ".join(repr(str(c)) for c in candidates))
+    raise ValueError("root: annotation file not found; looked for " + ", ".join(repr(str(c)) for c in candidates))
 
 
 def load_mtg_jamendo(root: str | Path, split: int | None = 0, audio_dir: str | Path | None = None,

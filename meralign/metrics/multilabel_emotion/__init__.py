@@ -1,0 +1,1 @@
+"""The ``evaluate`` metric folder; ``topk_metrics`` is importable without ``evaluate``."""
