@@ -82,8 +82,10 @@ def split_counts(n: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> tupl
     Cumulative fractions are rounded half-up, so the counts always sum to ``n`` and each split
     is within one track of its exact share (10 tracks at 0.7/0.1/0.2 -> 7/1/2).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
     fr = _check_fractions(fractions)
     cut1 = min(n, math.floor(n * fr[0] + 0.5))
     cut2 = min(n, max(cut1, math.floor(n * (fr[0] + fr[1]) + 0.5)))
@@ -92,7 +94,7 @@ def split_counts(n: int, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> tupl
 
 def _split_key(seed: int, track_id: str) -> bytes:
     # A hash per (seed, id) instead of a shuffled list: the order is the same on every Python
-    # and numpy version, and a track keeps its rank when other tracks are added or removed.
+    # and numpy version, and adding or removing a few tracks moves only a few others.
     return hashlib.sha256(f"{seed}\x00{track_id}".encode("utf-8")).digest()
 
 
@@ -391,7 +393,8 @@ def _read_cal500_song(path: Path, vocabulary: Vocabulary) -> tuple[dict[str, flo
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):
-                raise ValueError(f"{path} row {number}: rating for {rows[0][index].strip()!r} must be a number, got {cell!r}")
+                raise ValueError(f"{path} row {number}: rating for {rows[0][index].strip()!r} must be a number, "
+                                 f"got {cell!r}")
             sums[label] += value
             counts[label] += 1
     means = {label: sums[label] / counts[label] for label in sums if counts[label]}
@@ -475,7 +478,8 @@ def _check_genres(genres: Sequence[tuple[str, int, int]]) -> list[tuple[str, int
     return out
 
 
-def _read_emotify_votes(path: Path, vocabulary: Vocabulary) -> tuple[dict[int, dict[str, int]], dict[int, str], dict[int, int]]:
+def _read_emotify_votes(path: Path, vocabulary: Vocabulary
+                        ) -> tuple[dict[int, dict[str, int]], dict[int, str], dict[int, int]]:
     """Vote counts per track and label, the genre column per track, and the listener count."""
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, skipinitialspace=True))
@@ -500,7 +504,8 @@ def _read_emotify_votes(path: Path, vocabulary: Vocabulary) -> tuple[dict[int, d
         try:
             track_number = int(cells["track id"])
         except ValueError:
-            raise ValueError(f"{path} line {number}: 'track id' must be an integer, got {cells['track id']!r}") from None
+            raise ValueError(f"{path} line {number}: 'track id' must be an integer, "
+                             f"got {cells['track id']!r}") from None
         counts = votes.setdefault(track_number, {label: 0 for label in vocabulary.labels})
         for label in vocabulary.labels:
             if cells[label] not in ("0", "1"):
@@ -623,7 +628,8 @@ def load_manifest(path: str | Path, vocabulary: Any, seed: int = 0,
         labels = _checked_labels(track_id, labels, vocab, where)
         if record.get("split"):
             if record["split"] not in SPLITS:
-                raise ValueError(f"{where}: split of track {track_id!r} must be one of {SPLITS}, got {record['split']!r}")
+                raise ValueError(f"{where}: split of track {track_id!r} must be one of {SPLITS}, "
+                                 f"got {record['split']!r}")
             given_splits[track_id] = record["split"]
         if check_audio:
             _check_audio_file(track_id, audio_path, where)
@@ -642,12 +648,19 @@ def load_manifest(path: str | Path, vocabulary: Any, seed: int = 0,
 # Hugging Face datasets
 # --------------------------------------------------------------------------------------------
 
-def _label_decoder(feature: Any, column: str) -> Callable[[Any, str], list[str]]:
-    """A function turning a labels cell into label names, from the column's feature type."""
+def _classlabel_names(feature: Any) -> list[str] | None:
+    """The names of a ClassLabel column, or of a List/LargeList/Sequence of ClassLabel; else None."""
     from datasets import ClassLabel
 
-    inner = getattr(feature, "feature", None)  # List / LargeList / Sequence of something
-    names = feature.names if isinstance(feature, ClassLabel) else inner.names if isinstance(inner, ClassLabel) else None
+    for candidate in (feature, getattr(feature, "feature", None)):
+        if isinstance(candidate, ClassLabel):
+            return list(candidate.names)
+    return None
+
+
+def _label_decoder(feature: Any, column: str) -> Callable[[Any, str], list[str]]:
+    """A function turning a labels cell into label names, from the column's feature type."""
+    names = _classlabel_names(feature)
 
     def decode(value: Any, track_id: str) -> list[str]:
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -671,7 +684,8 @@ def _label_decoder(feature: Any, column: str) -> Callable[[Any, str], list[str]]
 def _hf_audio_value(value: Any, track_id: str, column: str) -> Any:
     # Bytes win: a Hub dataset's "path" is often just a file name inside an archive.
     if not isinstance(value, dict):
-        raise TypeError(f"{column!r} of track {track_id!r} must be an audio {{'path', 'bytes'}} value, got {type(value).__name__}")
+        raise TypeError(f"{column!r} of track {track_id!r} must be an audio {{'path', 'bytes'}} value, "
+                        f"got {type(value).__name__}")
     if value.get("bytes"):
         return value["bytes"]
     if value.get("path"):
@@ -682,7 +696,7 @@ def _hf_audio_value(value: Any, track_id: str, column: str) -> Any:
 def _hf_tracks(ds: Any, split_name: str | None, vocab: Vocabulary | None, audio_column: str, labels_column: str,
                track_id_column: str | None, split_column: str | None) -> tuple[list, dict[str, str], Vocabulary]:
     """Rows and any explicit splits of one ``datasets.Dataset``."""
-    from datasets import Audio, ClassLabel
+    from datasets import Audio
 
     for argument, column in (("audio_column", audio_column), ("labels_column", labels_column),
                              ("track_id_column", track_id_column), ("split_column", split_column)):
@@ -690,8 +704,7 @@ def _hf_tracks(ds: Any, split_name: str | None, vocab: Vocabulary | None, audio_
             raise ValueError(f"{argument} {column!r} is not a column of the dataset (columns: {ds.column_names})")
     feature = ds.features[labels_column]
     if vocab is None:
-        inner = getattr(feature, "feature", None)
-        names = feature.names if isinstance(feature, ClassLabel) else inner.names if isinstance(inner, ClassLabel) else None
+        names = _classlabel_names(feature)
         if names is None:
             raise TypeError("vocabulary is required when the labels column holds strings rather than ClassLabel ids")
         vocab = Vocabulary("hf", tuple(names))
@@ -717,7 +730,8 @@ def _hf_tracks(ds: Any, split_name: str | None, vocab: Vocabulary | None, audio_
         elif split_column:
             value = record[split_column]
             if value not in SPLITS:
-                raise ValueError(f"{where}: {split_column!r} of track {track_id!r} must be one of {SPLITS}, got {value!r}")
+                raise ValueError(f"{where}: {split_column!r} of track {track_id!r} must be one of {SPLITS}, "
+                                 f"got {value!r}")
             splits[track_id] = value
     return rows, splits, vocab
 
