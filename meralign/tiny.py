@@ -12,7 +12,7 @@ import torch
 from transformers import BertConfig, HubertConfig
 
 from configuration_meralign import MERAlignConfig
-from modeling_meralign import MERAlignModel, build_processors, load_text_tower
+from modeling_meralign import MERAlignModel, load_text_tower
 
 # MERT-v1-95M's front end: 7 convs, kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2 (total stride 320).
 MERT_CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
@@ -83,8 +83,7 @@ def build_tiny_model(
 
 
 def save_model_with_processors(model: MERAlignModel, output_dir, text_name_or_path: str | None = None) -> None:
-    """Write the model (safetensors + remote code), its feature extractor and tokenizer to one folder."""
-    feature_extractor, tokenizer = build_processors(model.config, text_name_or_path or default_text_model_path())
-    model.save_pretrained(output_dir)
-    feature_extractor.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    """Write the model, its processors, remote code and pipeline entry to one folder (see meralign.hub)."""
+    from meralign.hub import save_model_folder
+
+    save_model_folder(model, output_dir, text_name_or_path)

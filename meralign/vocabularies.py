@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline_meralign import validate_labels as _validate_label_list
+
 
 @dataclass(frozen=True)
 class Vocabulary:
@@ -37,22 +39,14 @@ class Vocabulary:
 
 
 def validate_labels(labels, argument: str = "labels") -> list[str]:
-    """Check a label list: non-empty, strings only, no blanks, no duplicates. Returns it as a list."""
+    """Check a label list: non-empty, strings only, no blanks, no duplicates. Returns it as a list.
+
+    The same rules as the pipeline's `candidate_labels`, except that a bare string is refused: here a
+    string is almost always a mistake (a single label, or a file name meant for `load_vocabulary`).
+    """
     if isinstance(labels, str) or not hasattr(labels, "__iter__"):
         raise TypeError(f"{argument} must be a list of strings, got {type(labels).__name__}")
-    labels = list(labels)
-    if not labels:
-        raise ValueError(f"{argument} is empty: give at least one label")
-    seen = set()
-    for label in labels:
-        if not isinstance(label, str):
-            raise TypeError(f"{argument} must contain only strings, got {label!r} ({type(label).__name__})")
-        if not label.strip():
-            raise ValueError(f"{argument} contains an empty label")
-        if label in seen:
-            raise ValueError(f"{argument} contains the label {label!r} more than once")
-        seen.add(label)
-    return labels
+    return _validate_label_list(list(labels), argument)
 
 
 MTG_JAMENDO = Vocabulary(

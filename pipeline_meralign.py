@@ -1,0 +1,267 @@
+"""The `zero-shot-music-emotion` pipeline: score a recording against any emotion words.
+
+Part of the model's remote code (saved next to the model; `pipeline(model=repo, trust_remote_code=True)`).
+Unlike transformers' `zero-shot-audio-classification`, it scores the whole recording segment by
+segment (streamed, so memory does not grow with duration), offers independent per-label scores
+(`multi_label=True`), accepts dicts, stereo, any sampling rate and raw bytes, and needs no ffmpeg.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import torch
+from transformers import AutoModel
+from transformers.pipelines.base import ChunkPipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+try:
+    from .audio_meralign import iter_segments
+except ImportError:  # imported as a top-level module (local use, tests)
+    from audio_meralign import iter_segments
+
+TASK = "zero-shot-music-emotion"
+AGGREGATIONS = ("mean", "vote")
+DEFAULT_BATCH_SIZE = 8
+TEXT_MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
+
+
+def validate_labels(labels, argument: str = "candidate_labels") -> list[str]:
+    """A label list: non-empty, strings only, no blanks, no duplicates. A string is split on commas."""
+    if isinstance(labels, str):
+        labels = [part.strip() for part in labels.split(",") if part.strip()]
+    elif isinstance(labels, (list, tuple)):
+        labels = list(labels)
+    else:
+        raise TypeError(f"{argument} must be a list of strings or a comma-separated string, got {type(labels).__name__}")
+    if not labels:
+        raise ValueError(f"{argument} is empty: give at least one label")
+    seen = set()
+    for label in labels:
+        if not isinstance(label, str):
+            raise TypeError(f"{argument} must contain only strings, got {label!r} ({type(label).__name__})")
+        if not label.strip():
+            raise ValueError(f"{argument} contains an empty label")
+        if label in seen:
+            raise ValueError(f"{argument} contains the label {label!r} more than once")
+        seen.add(label)
+    return labels
+
+
+def aggregate_segment_scores(scores: np.ndarray, aggregation: str, vote_k: int = 1) -> np.ndarray:
+    """Per-label scores of a recording from its per-segment scores [segments, labels].
+
+    "mean": the mean of segment scores. "vote" (the paper's majority vote): each segment votes for its
+    `vote_k` best labels; a label's score is the fraction of segments that voted for it.
+    """
+    if aggregation == "mean":
+        return scores.mean(axis=0)
+    if aggregation != "vote":
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    k = min(vote_k, scores.shape[1])
+    # stable order: among equal scores the earlier label wins, so votes are deterministic
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    votes = np.zeros(scores.shape, dtype=np.float64)
+    np.put_along_axis(votes, top, 1.0, axis=1)
+    return votes.mean(axis=0)
+
+
+def _receptive_field(audio_config) -> int:
+    """Samples needed for one encoder frame (400 for MERT's front end)."""
+    field = 1
+    for kernel, stride in reversed(list(zip(audio_config.conv_kernel, audio_config.conv_stride))):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+class ZeroShotMusicEmotionPipeline(ChunkPipeline):
+    """Zero-shot music emotion recognition with a MERAlign model.
+
+    ```python
+    clf = pipeline("zero-shot-music-emotion", model="org/meralign-mert-95m", trust_remote_code=True)
+    clf("song.ogg", candidate_labels=["joyful", "melancholic", "tense", "serene"])
+    ```
+
+    Inputs: a path (wav, flac, ogg/vorbis, opus, mp3, aiff), raw bytes, a 1-D array/tensor at the model's
+    rate, a 2-D (channels) array, a dict `{"array" or "raw": ..., "sampling_rate": int}` (resampled), a
+    `datasets` audio dict `{"path", "bytes"}`; a list of these (returns a list), or a generator /
+    `datasets.Dataset` (returns an iterator).
+
+    Arguments: `candidate_labels` (list, or comma-separated string), `hypothesis_template` (default: the
+    template the model was trained with), `multi_label` (independent calibrated sigmoid scores instead of
+    a softmax over labels), `top_k`, `segment_seconds`, `aggregation` ("mean" or "vote"),
+    `return_segments` (an emotion timeline), `allow_urls` (download http(s) inputs; off by default).
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = True
+    _load_tokenizer = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._batch_size is None:
+            self._batch_size = DEFAULT_BATCH_SIZE  # segments of one file are batched too
+        self._label_cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    # --------------------------------------------------------------------------------- parameters
+    def _sanitize_parameters(
+        self,
+        candidate_labels=None,
+        hypothesis_template=None,
+        multi_label=None,
+        top_k=None,
+        segment_seconds=None,
+        aggregation=None,
+        return_segments=None,
+        allow_urls=None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise TypeError(f"unexpected argument(s) for {TASK}: {', '.join(sorted(kwargs))}")
+        preprocess, postprocess = {}, {}
+        if segment_seconds is not None:
+            if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)) or not segment_seconds > 0:
+                raise ValueError(f"segment_seconds must be a positive number, got {segment_seconds!r}")
+            preprocess["segment_seconds"] = float(segment_seconds)
+        if allow_urls is not None:
+            preprocess["allow_urls"] = bool(allow_urls)
+        if candidate_labels is not None:
+            postprocess["candidate_labels"] = validate_labels(candidate_labels)
+        if hypothesis_template is not None:
+            if not isinstance(hypothesis_template, str) or "{}" not in hypothesis_template:
+                raise ValueError(f"hypothesis_template must be a string containing '{{}}', got {hypothesis_template!r}")
+            postprocess["hypothesis_template"] = hypothesis_template
+        if multi_label is not None:
+            postprocess["multi_label"] = bool(multi_label)
+        if top_k is not None:
+            postprocess["top_k"] = _check_positive_int("top_k", top_k)
+        if aggregation is not None:
+            if aggregation not in AGGREGATIONS:
+                raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+            postprocess["aggregation"] = aggregation
+        if return_segments is not None:
+            postprocess["return_segments"] = bool(return_segments)
+        return preprocess, {}, postprocess
+
+    def __call__(self, inputs, **kwargs):
+        if "candidate_labels" not in kwargs and not self._postprocess_params.get("candidate_labels"):
+            raise ValueError("candidate_labels is required: the emotion words to score, e.g. ['joyful', 'sad']")
+        if _is_hf_dataset(inputs):
+            inputs = _dataset_audio(inputs)
+        elif isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if isinstance(inputs, list) and not inputs:
+            raise ValueError("inputs is an empty list: give at least one recording")
+        return super().__call__(inputs, **kwargs)
+
+    # ------------------------------------------------------------------------------ the three steps
+    def preprocess(self, inputs, segment_seconds=None, allow_urls=False):
+        config = self.model.config
+        seconds = segment_seconds or config.segment_seconds
+        min_valid = _receptive_field(config.audio_config)
+        segments = iter_segments(inputs, config.sampling_rate, seconds, sampling_rate=config.sampling_rate, allow_urls=allow_urls)
+        current = next(segments)  # raises for empty/undecodable input before anything is yielded
+        while current is not None:
+            following = next(segments, None)
+            mask = np.zeros(len(current.samples), dtype=np.int64)
+            mask[: max(current.valid, min_valid)] = 1
+            yield {
+                "input_values": torch.from_numpy(current.samples).unsqueeze(0),
+                "attention_mask": torch.from_numpy(mask).unsqueeze(0),
+                "start": current.start,
+                "end": current.end,
+                "is_last": following is None,
+            }
+            current = following
+
+    def _forward(self, model_inputs):
+        start, end = model_inputs.pop("start"), model_inputs.pop("end")
+        is_last = model_inputs.pop("is_last")
+        dtype = self.model.dtype
+        embeds = self.model.get_audio_features(model_inputs["input_values"].to(dtype), model_inputs["attention_mask"])
+        return {"audio_embeds": embeds.float(), "start": start, "end": end, "is_last": is_last}
+
+    def postprocess(
+        self,
+        model_outputs,
+        candidate_labels=None,
+        hypothesis_template=None,
+        multi_label=False,
+        top_k=None,
+        aggregation=None,
+        return_segments=False,
+    ):
+        config = self.model.config
+        template = hypothesis_template or config.hypothesis_template
+        aggregation = aggregation or getattr(config, "default_aggregation", "mean")
+        audio = torch.cat([out["audio_embeds"] for out in model_outputs]).to(self.device)
+        text = self.label_embeddings(candidate_labels, template)
+        cosine = audio @ text.t()
+        if multi_label:
+            segment_scores = torch.sigmoid(config.multilabel_scale * cosine + config.multilabel_bias)
+        else:
+            segment_scores = (self.model.logit_scale.exp() * cosine).softmax(dim=-1)
+        segment_scores = segment_scores.detach().cpu().double().numpy()
+        scores = aggregate_segment_scores(segment_scores, aggregation, vote_k=top_k or 1)
+        # rank by score; equal vote counts are broken by the mean segment score
+        order = np.lexsort((-segment_scores.mean(axis=0), -scores))[: top_k or len(candidate_labels)]
+        ranked = [{"label": candidate_labels[i], "score": float(scores[i])} for i in order]
+        if not return_segments:
+            return ranked
+        timeline = [
+            {"start": float(_scalar(out["start"])), "end": float(_scalar(out["end"])),
+             "scores": {label: float(s) for label, s in zip(candidate_labels, row)}}
+            for out, row in zip(model_outputs, segment_scores)
+        ]
+        return {"labels": [r["label"] for r in ranked], "scores": [r["score"] for r in ranked], "segments": timeline}
+
+    # --------------------------------------------------------------------------------- label cache
+    @torch.inference_mode()
+    def label_embeddings(self, labels: list[str], template: str) -> torch.Tensor:
+        """Text embeddings [labels, dim], computed once per (template, label) and cached."""
+        missing = [label for label in labels if (template, label) not in self._label_cache]
+        if missing:
+            texts = [template.format(label) for label in missing]
+            tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt")
+            tokens = {k: v.to(self.device) for k, v in tokens.items()}
+            embeds = self.model.get_text_features(**tokens).float()
+            for label, embed in zip(missing, embeds):
+                self._label_cache[(template, label)] = embed
+        return torch.stack([self._label_cache[(template, label)] for label in labels])
+
+
+def _scalar(value):
+    """Unbatched pipeline items carry metadata as 1-element lists; batch-1 items as plain values."""
+    if isinstance(value, (list, tuple)):
+        return value[0]
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def _is_hf_dataset(inputs) -> bool:
+    return type(inputs).__module__.startswith("datasets") and hasattr(inputs, "column_names")
+
+
+def _dataset_audio(dataset) -> types.GeneratorType:
+    """Audio items of a `datasets.Dataset`, read undecoded (its decoder needs torchcodec/ffmpeg)."""
+    try:
+        from datasets import Audio
+    except ImportError:  # pragma: no cover - a Dataset implies datasets is installed
+        raise TypeError("a datasets.Dataset input needs the `datasets` package")
+    columns = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
+    if not columns:
+        raise ValueError(f"the dataset has no Audio column (columns: {dataset.column_names})")
+    dataset = dataset.cast_column(columns[0], Audio(decode=False))
+    return (row[columns[0]] for row in dataset)
+
+
+PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ZeroShotMusicEmotionPipeline, pt_model=AutoModel, type="audio")
