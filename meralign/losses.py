@@ -75,9 +75,9 @@ def positive_negative_targets(label_matrix: torch.Tensor, label_embeddings: torc
     _require_rows((~mask).any(dim=1), "has no negative label (every label is positive)")
 
     scores = torch.rand(mask.shape, generator=generator, device=mask.device)
-    scores = scores.masked_fill(mask, 0.5)  # rand is in [0, 1): positives rank below every negative
+    scores = scores.masked_fill(mask, -1.0)  # rand is in [0, 1): positives rank below every negative
     chosen = scores.topk(min(n_negatives, mask.shape[1]), dim=1).indices
-    negatives = torch.zeros_like(mask).scatter(1, chosen, True)
+    negatives = torch.zeros_like(mask).scatter(1, chosen, True) & ~mask
     positive = _mean_rows(mask, label_embeddings)
     negative = _mean_rows(negatives, label_embeddings)
     if normalize:
