@@ -109,3 +109,24 @@ def load_vocabulary(source, name: str | None = None, top_k: int = 1) -> Vocabula
             labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return Vocabulary(name or path.stem, tuple(validate_labels(labels, f"vocabulary file {path}")), top_k)
     return Vocabulary(name or "custom", tuple(validate_labels(source, "vocabulary")), top_k)
+
+
+def resolve_vocabulary(source, name: str | None = None, cache=None) -> Vocabulary:
+    """The vocabulary of a dataset: a built-in or synthetic-corpus name, a label file, or, as a last
+    resort, the labels a feature cache holds for `name` (sorted, top_k 1; a warning says so)."""
+    if isinstance(source, Vocabulary):
+        return source
+    from meralign.data.synthetic import SYNTHETIC_VOCABULARIES
+
+    if isinstance(source, str) and source in SYNTHETIC_VOCABULARIES:
+        return SYNTHETIC_VOCABULARIES[source]
+    if isinstance(source, str) and (source in BUILTIN or Path(source).is_file()):
+        return load_vocabulary(source, name=name)
+    if cache is not None and name is not None:
+        import warnings
+
+        labels = sorted({label for entry in cache.index if entry["dataset"] == name for label in entry["labels"]})
+        if labels:
+            warnings.warn(f"dataset {name!r} has no known vocabulary: using the {len(labels)} labels found in the cache (top_k=1)")
+            return Vocabulary(name, tuple(labels), 1)
+    raise ValueError(f"no vocabulary for {source!r}: expected a built-in name ({', '.join(BUILTIN)}), a synthetic dataset name, or a label file")
