@@ -28,7 +28,7 @@ COMMANDS = {
     "fit": ("meralign.training", "fit_main"),
     "evaluate": ("meralign.evaluation", "evaluate_main"),
     "protocol": ("meralign.evaluation", "protocol_main"),
-    "export": ("meralign.hub", "export_main"),
+    "export": ("meralign.export", "export_main"),
     "push": ("meralign.hub", "push_main"),
     "demo": ("meralign.demo", "demo_main"),
 }

@@ -1,0 +1,83 @@
+"""Export: the base model (towers) + a trained head + its calibration -> a Hub-ready model folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from configuration_meralign import MERAlignConfig
+from modeling_meralign import MERAlignModel
+from meralign.training import load_head
+from meralign.utils import parse_args
+
+# Fields of the head's saved config that become model config fields.
+HEAD_FIELDS = ("feature_layers", "pooling", "head_type", "head_hidden_size", "head_num_layers", "head_num_heads",
+               "head_dropout", "hypothesis_template")
+CALIBRATION_FIELDS = ("multilabel_scale", "multilabel_bias")
+
+
+@dataclass
+class ExportArguments:
+    """Assemble and save a model loadable with `pipeline("zero-shot-music-emotion", ...)`."""
+
+    head_dir: str = field(metadata={"help": "Output folder of `train.py fit` (or one held-out run of `protocol`)."})
+    output_dir: str = field(metadata={"help": "Where the Hub-ready model folder is written."})
+    base_model: str | None = field(default=None, metadata={"help": "A saved MERAlign folder whose towers were used for extraction (e.g. the demo's base model)."})
+    mert: str | None = field(default=None, metadata={"help": "Instead of --base_model: a MERT-v1 checkpoint (folder or Hub id)."})
+    text: str | None = field(default=None, metadata={"help": "With --mert: the sentence-transformers checkpoint (default: the packaged all-MiniLM-L6-v2)."})
+
+
+def load_base(base_model: str | None = None, mert: str | None = None, text: str | None = None) -> MERAlignModel:
+    """The towers the features were extracted with."""
+    if base_model:
+        return MERAlignModel.from_pretrained(base_model)
+    if mert:
+        from meralign.tiny import default_text_model_path
+
+        return MERAlignModel.from_towers(mert, text or default_text_model_path())
+    raise ValueError("give --base_model (a saved MERAlign folder) or --mert (a MERT checkpoint)")
+
+
+def assemble(base: MERAlignModel, head_dir) -> MERAlignModel:
+    """A full model: the base towers, the trained head, the learned temperature and calibration."""
+    head, saved = load_head(head_dir)
+    if saved["audio_hidden_size"] != base.config.audio_config.hidden_size:
+        raise ValueError(f"the head was trained on {saved['audio_hidden_size']}-d features but the base tower is "
+                         f"{base.config.audio_config.hidden_size}-d: export with the tower the cache was extracted with")
+    fields = base.config.to_dict()
+    fields.update({k: saved[k] for k in HEAD_FIELDS})
+    fields.update({k: saved[k] for k in CALIBRATION_FIELDS if k in saved})
+    for key in ("model_type", "transformers_version", "auto_map", "architectures"):
+        fields.pop(key, None)
+    config = MERAlignConfig(**fields)
+    config.train_datasets = saved.get("train_datasets", [])
+    model = MERAlignModel(config)
+    model.audio_model.load_state_dict(base.audio_model.state_dict())
+    model.text_model.load_state_dict(base.text_model.state_dict())
+    model.audio_head.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        model.logit_scale.fill_(float(saved.get("logit_scale", base.config.logit_scale_init_value)))
+    return model.eval()
+
+
+def export_model(head_dir, output_dir, *, base_model=None, mert=None, text=None) -> Path:
+    from meralign.hub import save_model_folder
+
+    base = load_base(base_model, mert, text)
+    model = assemble(base, head_dir)
+    folder = save_model_folder(model, output_dir, text or getattr(base.config, "text_name_or_path", None))
+    head_dir = Path(head_dir)
+    for extra in ("training_curves.png",):
+        if (head_dir / extra).is_file():
+            (folder / extra).write_bytes((head_dir / extra).read_bytes())
+    return folder
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    (args,) = parse_args(ExportArguments, argv)
+    folder = export_model(args.head_dir, args.output_dir, base_model=args.base_model, mert=args.mert, text=args.text)
+    print(json.dumps({"exported": str(folder)}))
+    return 0
