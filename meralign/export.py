@@ -68,7 +68,8 @@ def export_model(head_dir, output_dir, *, base_model=None, mert=None, text=None)
 
     base = load_base(base_model, mert, text)
     model = assemble(base, head_dir)
-    folder = save_model_folder(model, output_dir, text or getattr(base.config, "text_name_or_path", None))
+    # the tokenizer comes from the base folder when there is one (it holds the tokenizer files)
+    folder = save_model_folder(model, output_dir, base_model or text or getattr(base.config, "text_name_or_path", None))
     head_dir = Path(head_dir)
     for extra in ("training_curves.png",):
         if (head_dir / extra).is_file():
