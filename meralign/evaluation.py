@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from meralign.metrics import aggregate_songs, chance_baselines, load_metric
-from meralign.training import FitArguments, cosine_scores, dataset_arrays, fit, load_head, resolve_vocabularies
+from meralign.training import FitArguments, cache_datasets, cosine_scores, dataset_arrays, fit, load_head, resolve_vocabularies
 from meralign.utils import atomic_write_json, atomic_write_text, parse_args
 
 SUMMARY_KEYS = {"macro_f1": "macro_f1", "macro_precision": "macro_precision", "macro_recall": "macro_recall",
@@ -111,7 +111,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     (args,) = parse_args(EvaluateArguments, argv)
     cache = load_cache(args.cache_dir)
     head, saved = load_head(args.head_dir)
-    names = args.datasets or sorted(cache.datasets())
+    names = args.datasets or cache_datasets(cache)
     vocabularies = resolve_vocabularies(names, args.vocabularies, cache)
     trained_on = saved.get("train_datasets", [])
     records, details = [], []
@@ -142,7 +142,7 @@ def run_protocol(fit_args: FitArguments, protocol: ProtocolArguments, cache=None
 
     cache = cache or load_cache(fit_args.cache_dir)
     zero_shot_only = list(protocol.zero_shot_datasets)
-    names = protocol.datasets or sorted(set(cache.datasets()) - set(zero_shot_only))
+    names = protocol.datasets or sorted(set(cache_datasets(cache)) - set(zero_shot_only))
     if len(names) < 2:
         raise ValueError(f"the protocol needs at least 2 datasets to hold out in turn, got {names}")
     vocabularies = resolve_vocabularies(names + zero_shot_only, fit_args.vocabularies, cache)

@@ -101,10 +101,15 @@ class DatasetArrays:
         return np.flatnonzero(self.splits == split)
 
 
+def cache_datasets(cache) -> list[str]:
+    """Names of the datasets a feature cache holds, sorted."""
+    return sorted({entry["dataset"] for entry in cache.index})
+
+
 def dataset_arrays(cache, name: str, vocabulary: Vocabulary, pooling: str) -> DatasetArrays:
     rows = cache.select(datasets=[name])
     if not len(rows):
-        raise ValueError(f"dataset {name!r} has no segments in the cache (it holds: {sorted(cache.datasets())})")
+        raise ValueError(f"dataset {name!r} has no segments in the cache (it holds: {cache_datasets(cache)})")
     index = [cache.index[i] for i in rows]
     labels = torch.zeros(len(rows), len(vocabulary), dtype=torch.bool)
     for r, entry in enumerate(index):
@@ -221,7 +226,7 @@ class Trainer:
         self.args = args
         self.output_dir = Path(args.output_dir)
         self.cache = cache or load_cache(args.cache_dir)
-        names = args.train_datasets or sorted(self.cache.datasets())
+        names = args.train_datasets or cache_datasets(self.cache)
         vocabularies = resolve_vocabularies(names, args.vocabularies, self.cache)
         self.data = [dataset_arrays(self.cache, n, vocabularies[n], args.pooling) for n in names]
         for d in self.data:
