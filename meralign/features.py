@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from meralign.data.tracks import Track
 from meralign.vocabularies import Vocabulary
+from meralign.utils import atomic_write_json, check_launch, fsync_dir, make_accelerator, write_synced
 
 CACHE_FORMAT = "meralign-feature-cache"
 CACHE_VERSION = 1
@@ -91,37 +92,6 @@ class ExtractionReport:
 
 
 # ------------------------------------------------------------------------------------ file helpers
-def _fsync_dir(path: Path) -> None:
-    """Persist a folder's entries (a rename is durable only once its folder is synced)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, writer) -> None:
-    """Write `path` with `writer(file)`, then flush and fsync, so a later rename publishes real bytes."""
-    with open(path, "wb") as f:
-        writer(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    """Replace `path` atomically: a temp file in the same folder, fsync, os.replace, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    payload = (json.dumps(data, indent=1, sort_keys=False) + "\n").encode("utf-8")
-    _write_file(tmp, lambda f: f.write(payload))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -341,23 +311,23 @@ def _write_shard(cache_dir: Path, buffer: _ShardBuffer, fingerprint: dict, n_lay
     rows, arrays = buffer.arrays(n_layers, hidden)
     tracks = buffer.job.tracks
     for pooling, array in arrays.items():
-        _write_file(tmp / f"{pooling}.npy", lambda f, a=array: np.save(f, a, allow_pickle=False))
+        write_synced(tmp / f"{pooling}.npy", lambda f, a=array: np.save(f, a, allow_pickle=False))
     lines = []
     for position, segment, start, end in rows:
         t = tracks[position]
         record = {"track_id": t.track_id, "dataset": t.dataset, "split": t.split, "labels": list(t.labels),
                   "segment": int(segment), "start": start, "end": end}
         lines.append(json.dumps(record) + "\n")
-    _write_file(tmp / SHARD_INDEX, lambda f: f.write("".join(lines).encode("utf-8")))
+    write_synced(tmp / SHARD_INDEX, lambda f: f.write("".join(lines).encode("utf-8")))
     failed = [{"track_id": tracks[p].track_id, "dataset": tracks[p].dataset, "reason": reason}
               for p, reason in sorted(buffer.failed.items())]
     meta = {"shard": buffer.job.index, "fingerprint": fingerprint, "tracks": [[t.dataset, t.track_id] for t in tracks],
             "n_segments": len(rows), "failed": failed, "written_by": writer}
     payload = json.dumps(meta, indent=1).encode("utf-8")
-    _write_file(tmp / SHARD_META, lambda f: f.write(payload))
-    _fsync_dir(tmp)
+    write_synced(tmp / SHARD_META, lambda f: f.write(payload))
+    fsync_dir(tmp)
     os.rename(tmp, final)  # fails if `final` exists: shards are never overwritten
-    _fsync_dir(cache_dir)
+    fsync_dir(cache_dir)
 
 
 def _shard_is_complete(cache_dir: Path, index: int, fingerprint: dict, tracks: Sequence[Track]) -> bool:
@@ -449,31 +419,7 @@ def _resolve_accelerator(accelerator, mixed_precision: str):
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {mixed_precision!r}")
     if accelerator is not None:
         return accelerator
-    from accelerate import Accelerator
-
-    on_device = _has_accelerator_device()
-    # Autocast is for GPUs; on CPU reduced precision only slows the tower down and shifts the numbers.
-    # cpu=True on CPU-only machines: without it accelerate ignores a torchrun-style launch (LOCAL_RANK
-    # set, no GPU) and every process would believe it is alone.
-    return Accelerator(mixed_precision=mixed_precision if on_device else "no", cpu=not on_device)
-
-
-def _has_accelerator_device() -> bool:
-    probe = getattr(torch, "accelerator", None)
-    if probe is not None and hasattr(probe, "is_available"):
-        return bool(probe.is_available())
-    return torch.cuda.is_available()  # pragma: no cover - older torch
-
-
-def _check_launch(accelerator) -> None:
-    """Refuse a multi-process launch that accelerate did not pick up: each process would redo every shard."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1 and accelerator.num_processes != world:
-        raise RuntimeError(
-            f"{world} processes were launched (WORLD_SIZE={world}) but the accelerator sees {accelerator.num_processes}: "
-            "on a machine without GPUs launch with `accelerate launch --multi_gpu --num_processes N` (or torchrun) "
-            "and let extract_features create the Accelerator, or pass Accelerator(cpu=True)"
-        )
+    return make_accelerator(mixed_precision)
 
 
 def _effective_precision(accelerator) -> str:
@@ -577,7 +523,7 @@ def extract_features(
         raise ValueError(f"cache_dir {str(cache_dir)!r} exists and is not a folder")
 
     accelerator = _resolve_accelerator(accelerator, mixed_precision)
-    _check_launch(accelerator)
+    check_launch(accelerator)
     fingerprint = _fingerprint(model, plan, _effective_precision(accelerator), tracks_per_shard)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Every process checks before any barrier, so a refusal stops them all instead of hanging the others.
@@ -587,7 +533,7 @@ def extract_features(
     _clean_temp_dirs(cache_dir, mine)
     skipped = {i for i in range(len(plan)) if _shard_is_complete(cache_dir, i, fingerprint, plan[i])}
     if accelerator.is_main_process and existing is None:
-        _atomic_write_json(cache_dir / MANIFEST, _base_manifest(model, plan, fingerprint))
+        atomic_write_json(cache_dir / MANIFEST, _base_manifest(model, plan, fingerprint))
     accelerator.wait_for_everyone()
 
     jobs = [_ShardJob(i, tuple(plan[i])) for i in mine if i not in skipped]
@@ -606,8 +552,8 @@ def extract_features(
         report = _final_report(cache_dir, plan, skipped, time.perf_counter() - start_time)
         manifest = _base_manifest(model, plan, fingerprint)
         manifest.update(complete=True, n_segments=report.n_segments, failed=report.failed, report=report.to_dict())
-        _atomic_write_json(cache_dir / REPORT, report.to_dict())
-        _atomic_write_json(cache_dir / MANIFEST, manifest)
+        atomic_write_json(cache_dir / REPORT, report.to_dict())
+        atomic_write_json(cache_dir / MANIFEST, manifest)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         report = ExtractionReport(**_read_json(cache_dir / REPORT, "extraction report"))

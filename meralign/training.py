@@ -30,7 +30,7 @@ from transformers import BertConfig, HubertConfig
 from configuration_meralign import MERAlignConfig
 from modeling_meralign import MERAlignHead
 from meralign.losses import REGULARIZER_FORMS, alignment_regularizer, positive_negative_targets, primary_cluster_ids, triplet_cosine_loss
-from meralign.utils import atomic_write_json, parse_args
+from meralign.utils import atomic_write_json, make_accelerator, parse_args
 from meralign.vocabularies import Vocabulary, resolve_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,6 @@ class Trainer:
     """Balanced multi-dataset head training with accelerate; see the module docstring."""
 
     def __init__(self, args: FitArguments, cache=None):
-        from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
         from meralign.features import load_cache
@@ -234,7 +233,7 @@ class Trainer:
                 if not len(d.rows(split)):
                     raise ValueError(f"dataset {d.name!r} has no {split} segments: training needs both train and validation splits")
         log_with = None if args.log_with == "none" else args.log_with
-        self.accelerator = Accelerator(mixed_precision=args.mixed_precision, log_with=log_with,
+        self.accelerator = make_accelerator(args.mixed_precision, log_with=log_with,
                                        project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")))
         self._prepare_targets()
         torch.manual_seed(args.seed)

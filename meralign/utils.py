@@ -8,21 +8,42 @@ import tempfile
 from pathlib import Path
 
 
+def fsync_dir(path) -> None:
+    """Persist a folder's entries (a rename is durable only once its folder is synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_synced(path, writer) -> None:
+    """Write `path` with `writer(file)`, then flush and fsync, so a later rename publishes real bytes."""
+    with open(path, "wb") as f:
+        writer(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_synced(tmp, lambda f: f.write(data))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -57,3 +78,39 @@ def parse_args(dataclass_types, argv: list[str] | None = None):
     if argv and len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def has_accelerator_device() -> bool:
+    """A GPU (or other torch accelerator) is present."""
+    import torch
+
+    probe = getattr(torch, "accelerator", None)
+    if probe is not None and hasattr(probe, "is_available"):
+        return bool(probe.is_available())
+    return torch.cuda.is_available()
+
+
+def make_accelerator(mixed_precision: str = "no", **kwargs):
+    """An `accelerate.Accelerator` that also works for multi-process CPU runs.
+
+    Mixed precision applies on GPUs only: on CPU it slows the work down and shifts the numbers. On a
+    machine without GPUs, `cpu=True` is what makes accelerate honour a torchrun-style launch
+    (`accelerate launch --multi_gpu --num_processes N`); without it every process believes it is alone.
+    """
+    from accelerate import Accelerator
+
+    on_device = has_accelerator_device()
+    accelerator = Accelerator(mixed_precision=mixed_precision if on_device else "no", cpu=not on_device, **kwargs)
+    check_launch(accelerator)
+    return accelerator
+
+
+def check_launch(accelerator) -> None:
+    """Refuse a multi-process launch that accelerate did not pick up: each process would redo all the work."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and accelerator.num_processes != world:
+        raise RuntimeError(
+            f"{world} processes were launched (WORLD_SIZE={world}) but the accelerator sees {accelerator.num_processes}: "
+            "on a machine without GPUs launch with `accelerate launch --multi_gpu --num_processes N` (or torchrun) "
+            "and pass Accelerator(cpu=True), or let meralign create the accelerator"
+        )
