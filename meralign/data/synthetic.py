@@ -268,9 +268,11 @@ def _blend(profiles: Sequence[CueProfile], weights: np.ndarray) -> CueProfile:
 
 
 def _clip_cues(emotions: tuple[str, ...], rng: np.random.Generator) -> tuple[CueProfile, str]:
-    """Cues of one clip: the main emotion's profile, others blended in at 25-50 %, then jittered."""
-    weights = np.array([1.0] + [rng.uniform(0.25, 0.5) for _ in emotions[1:]])
-    mean = _blend([CUE_PROFILES[e] for e in emotions], weights / weights.sum())
+    """Cues of one clip: the main emotion's profile, the others sharing 25-45 % of the blend, then jittered."""
+    others = len(emotions) - 1
+    share = rng.uniform(0.25, 0.45) if others else 0.0
+    weights = np.array([1.0 - share] + [share / max(others, 1)] * others)
+    mean = _blend([CUE_PROFILES[e] for e in emotions], weights)
     s = CUE_SPREAD
     jittered = {name: float(np.clip(getattr(mean, name) + rng.normal(0, s[name]), 0.0, 1.0)) for name in _UNIT_CUES}
     cues = replace(
@@ -290,7 +292,8 @@ def _clip_cues(emotions: tuple[str, ...], rng: np.random.Generator) -> tuple[Cue
 # Score: note events
 # --------------------------------------------------------------------------------------------
 
-_SCALES = {"major": np.array([0, 2, 4, 5, 7, 9, 11]), "minor": np.array([0, 2, 3, 5, 7, 8, 11])}
+# Natural minor, so that the i, iv and v chords are all minor and the mode is audible in every bar.
+_SCALES = {"major": np.array([0, 2, 4, 5, 7, 9, 11]), "minor": np.array([0, 2, 3, 5, 7, 8, 10])}
 _PROGRESSIONS = ((0, 3, 4, 0), (0, 5, 3, 4), (0, 4, 5, 3), (0, 3, 0, 4))
 
 
@@ -308,13 +311,32 @@ def _degree_pitch(tonic: float, scale: np.ndarray, degree: np.ndarray) -> np.nda
     return tonic + scale[degree % 7] + 12 * (degree // 7)
 
 
-def _melody(cues: CueProfile, mode: str, tonic: int, seconds: float,
+def _bar_chords(mode: str, n_bars: int, rng: np.random.Generator) -> np.ndarray:
+    """Scale degree of each bar's chord root (a common progression, repeated); unused when atonal."""
+    if mode == "atonal":
+        return np.zeros(n_bars, dtype=np.int64)
+    progression = np.array(_PROGRESSIONS[int(rng.integers(len(_PROGRESSIONS)))])
+    return progression[np.arange(n_bars) % 4]
+
+
+def _snap_to_chord(degree: np.ndarray, chord_root: np.ndarray) -> np.ndarray:
+    """Move each scale degree to the nearest tone of its chord (root, third or fifth)."""
+    offsets = np.array([0, -1, 1, -2, 2, -3, 3])
+    candidates = degree[:, None] + offsets[None, :]
+    is_chord_tone = np.isin((candidates - chord_root[:, None]) % 7, (0, 2, 4))
+    return candidates[np.arange(degree.size), np.argmax(is_chord_tone, axis=1)]
+
+
+def _melody(cues: CueProfile, mode: str, tonic: int, chords: np.ndarray, seconds: float,
             rng: np.random.Generator) -> tuple[_Notes, np.ndarray]:
     """Onsets at ``density`` per beat with jitter and rests; a random walk over the scale (or chromatic).
 
-    Also returns, per note, the consonant harmony pitch (a diatonic third below; any third when atonal).
+    Tonal melodies land on chord tones half of the time, as real melodies do on strong beats;
+    that is what makes the mode audible in a few seconds. Also returns, per note, the consonant
+    harmony pitch (a diatonic third below; any third when atonal).
     """
-    ioi = 60.0 / cues.tempo / cues.density
+    beat = 60.0 / cues.tempo
+    ioi = beat / cues.density
     onset = np.arange(0.0, seconds, ioi)
     onset = onset + rng.normal(0, 0.25 * cues.irregularity * ioi, onset.size)
     keep = (rng.random(onset.size) > 0.12) & (onset >= 0) & (onset < seconds - 0.05)
@@ -327,6 +349,9 @@ def _melody(cues: CueProfile, mode: str, tonic: int, seconds: float,
     else:
         steps = rng.choice([-2, -1, 0, 1, 2], size=n, p=[0.15, 0.3, 0.1, 0.3, 0.15])
         degree = np.clip(np.cumsum(steps), -5, 5) + 7 * 4
+        bar = np.minimum((onset // (4 * beat)).astype(np.int64), chords.size - 1)
+        snap = rng.random(n) < 0.5
+        degree = np.where(snap, _snap_to_chord(degree, chords[bar]), degree)
         base = tonic + 12 * round((cues.register - tonic) / 12) - 48
         pitch = _degree_pitch(base, _SCALES[mode], degree)
         third = _degree_pitch(base, _SCALES[mode], degree - 2)
@@ -346,37 +371,35 @@ def _harmony(melody: _Notes, third: np.ndarray, cues: CueProfile, rng: np.random
     return _Notes(melody.onset[use], melody.duration[use], pitch[use], 0.6 * melody.amp[use])
 
 
-def _accompaniment(cues: CueProfile, mode: str, tonic: int, seconds: float,
+def _accompaniment(cues: CueProfile, mode: str, tonic: int, chords: np.ndarray, seconds: float,
                    rng: np.random.Generator) -> tuple[_Notes, _Notes]:
     """Bass on the beat (every other beat when slow) and a sustained triad per 4-beat bar."""
     beat = 60.0 / cues.tempo
-    bar_onsets = np.arange(0.0, seconds, 4 * beat)
+    bar_onsets = 4 * beat * np.arange(chords.size)
     bass_step = beat if cues.density >= 1.5 else 2 * beat
     bass_onsets = np.arange(0.0, seconds, bass_step)
     if mode == "atonal":
-        roots = rng.integers(0, 12, bar_onsets.size).astype(float)
-        third = rng.choice([3, 4, 1, 6], size=bar_onsets.size).astype(float)
-        fifth = rng.choice([7, 6, 8, 11], size=bar_onsets.size).astype(float)
+        roots = rng.integers(0, 12, chords.size).astype(float)
+        third = rng.choice([3, 4, 1, 6], size=chords.size).astype(float)
+        fifth = rng.choice([7, 6, 8, 11], size=chords.size).astype(float)
     else:
         scale = _SCALES[mode]
-        prog = np.array(_PROGRESSIONS[int(rng.integers(len(_PROGRESSIONS)))])
-        degree = prog[np.arange(bar_onsets.size) % 4]
-        roots = scale[degree].astype(float)
-        third = (_degree_pitch(0, scale, degree + 2) - roots).astype(float)
-        fifth = (_degree_pitch(0, scale, degree + 4) - roots).astype(float)
+        roots = scale[chords].astype(float)
+        third = (_degree_pitch(0, scale, chords + 2) - roots).astype(float)
+        fifth = (_degree_pitch(0, scale, chords + 4) - roots).astype(float)
     bass_octave = tonic + 12 * round((min(cues.register - 24, 50) - tonic) / 12)
-    bar_of_bass = np.minimum((bass_onsets // (4 * beat)).astype(int), bar_onsets.size - 1)
+    bar_of_bass = np.minimum((bass_onsets // (4 * beat)).astype(np.int64), chords.size - 1)
     bass = _Notes(bass_onsets, np.full(bass_onsets.size, cues.articulation * bass_step),
                   bass_octave + roots[bar_of_bass], np.full(bass_onsets.size, 0.7))
     pad_octave = tonic + 12 * round((cues.register - 12 - tonic) / 12)
     chord = np.stack([roots, roots + third, roots + fifth], axis=1)
     if cues.dissonance > 0:  # clusters: a semitone above the root in some bars
-        cluster = rng.random(bar_onsets.size) < cues.dissonance
+        cluster = rng.random(chords.size) < cues.dissonance
         chord = np.concatenate([chord, (roots + np.where(cluster, 1, np.nan))[:, None]], axis=1)
     pitch = (pad_octave + chord).ravel()
     onset = np.repeat(bar_onsets, chord.shape[1])
     valid = ~np.isnan(pitch)
-    level = 0.3 * cues.articulation  # pads belong to legato styles
+    level = 0.1 + 0.25 * cues.articulation  # pads belong to legato styles
     pad = _Notes(onset[valid], np.full(valid.sum(), 4 * beat * 0.98), pitch[valid], np.full(valid.sum(), level))
     return bass, pad
 
@@ -398,7 +421,7 @@ def _wavetables(brightness: float) -> np.ndarray:
     keeping the same spectral slope, so brightness stays a property of the clip, not of pitch.
     """
     amps = _HARMONIC_NUMBERS ** -(3.2 - 2.8 * brightness)
-    return np.cumsum(amps[:, None] * _SINES, axis=0) / amps.sum() * 2.0
+    return (np.cumsum(amps[:, None] * _SINES, axis=0) / amps.sum() * 2.0).astype(np.float32)
 
 
 def _midi_to_hz(pitch: np.ndarray) -> np.ndarray:
@@ -423,13 +446,15 @@ def _render_voice(out: np.ndarray, notes: _Notes, tables: np.ndarray, attack: fl
         a = min(attack, 0.5 * dur)
         d = a + min(0.08, 0.5 * dur)
         env = np.interp(t, [0.0, a, d, max(dur, d), max(dur, d) + release], [0.0, 1.0, 0.7, 0.55, 0.0])
-        rows = np.minimum(_MAX_HARMONICS, (nyquist // freq[group]).astype(np.int64)) - 1
+        # Row offsets into the flattened tables: one gather instead of 2-D fancy indexing.
+        offset = (np.minimum(_MAX_HARMONICS, (nyquist // freq[group]).astype(np.int64)) - 1)[:, None] * _TABLE_SIZE
         phase = np.outer(freq[group] * _TABLE_SIZE, t)
-        wave = tables[rows[:, None], phase.astype(np.int64) & (_TABLE_SIZE - 1)]
+        flat = tables.ravel()
+        wave = flat[offset + (phase.astype(np.int64) & (_TABLE_SIZE - 1))]
         if detune > 0:
-            twin = tables[rows[:, None], (phase * (1 + detune)).astype(np.int64) & (_TABLE_SIZE - 1)]
-            wave = (wave + twin) * 0.6
-        wave *= env * notes.amp[group, None]
+            wave += flat[offset + ((phase * (1 + detune)).astype(np.int64) & (_TABLE_SIZE - 1))]
+            wave *= 0.6
+        wave *= (env * notes.amp[group, None]).astype(np.float32)
         for row, s0 in enumerate(start[group]):
             stop = min(n_out, s0 + t.size)
             out[s0:stop] += wave[row, : stop - s0]
@@ -482,7 +507,7 @@ def _dynamics_envelope(cues: CueProfile, n: int, sampling_rate: int, rng: np.ran
 
 def render_clip(emotions: Sequence[str], seed: int, seconds: float = 6.0,
                 sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Render one clip expressing ``emotions`` (main emotion first; others blended in at 25-50 %).
+    """Render one clip expressing ``emotions`` (main emotion first; the others share 25-45 % of the cues).
 
     Deterministic for ``seed``. Returns float32 mono samples, peak <= 1, at ``sampling_rate``.
     """
@@ -494,10 +519,11 @@ def render_clip(emotions: Sequence[str], seed: int, seconds: float = 6.0,
     cues, mode = _clip_cues(names, rng)
     tonic = int(rng.integers(0, 12))
     n = max(1, int(round(seconds * sampling_rate)))
-    melody, third = _melody(cues, mode, tonic, seconds, rng)
+    chords = _bar_chords(mode, max(1, math.ceil(seconds * cues.tempo / 240.0)), rng)
+    melody, third = _melody(cues, mode, tonic, chords, seconds, rng)
     harmony = _harmony(melody, third, cues, rng)
-    bass, pad = _accompaniment(cues, mode, tonic, seconds, rng)
-    detune = 0.025 * cues.dissonance
+    bass, pad = _accompaniment(cues, mode, tonic, chords, seconds, rng)
+    detune = 0.03 * max(0.0, cues.dissonance - 0.2)  # beating only where dissonance is a cue
     release = 0.02 + 0.3 * cues.articulation ** 2
     lead_tables = _wavetables(cues.brightness)
     soft_tables = _wavetables(0.6 * cues.brightness)
