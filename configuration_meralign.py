@@ -15,6 +15,16 @@ HEAD_TYPES = ("mlp", "attention")
 AGGREGATIONS = ("mean", "vote")
 
 
+def _as_float(name: str, value) -> float:
+    """float(value), with an error that names the field (float('x') alone would not)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number, got {value!r}") from err
+
+
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -83,11 +93,11 @@ class MERAlignConfig(PretrainedConfig):
         self.head_dropout = head_dropout
         self.projection_size = projection_size if projection_size is not None else self.text_config.hidden_size
         self.logit_scale_init_value = logit_scale_init_value
-        self.multilabel_scale = float(multilabel_scale)
-        self.multilabel_bias = float(multilabel_bias)
+        self.multilabel_scale = _as_float("multilabel_scale", multilabel_scale)
+        self.multilabel_bias = _as_float("multilabel_bias", multilabel_bias)
         self.hypothesis_template = hypothesis_template
         self.sampling_rate = sampling_rate
-        self.segment_seconds = float(segment_seconds)
+        self.segment_seconds = _as_float("segment_seconds", segment_seconds)
         self.default_aggregation = default_aggregation
         super().__init__(**kwargs)
         self.validate_fields()

@@ -18,9 +18,9 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 try:
-    from .configuration_meralign import MERAlignConfig
+    from .configuration_meralign import POOLINGS, MERAlignConfig
 except ImportError:  # imported as a top-level module (local use, tests)
-    from configuration_meralign import MERAlignConfig
+    from configuration_meralign import POOLINGS, MERAlignConfig
 
 
 @dataclass
@@ -36,6 +36,8 @@ class MERAlignOutput(ModelOutput):
 
 def pool_frames(hidden: torch.Tensor, frame_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
     """Pool [batch, frames, dim] over time: masked mean, or the first frame (the paper's choice)."""
+    if pooling not in POOLINGS:  # a typo must not silently fall back to the mean
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if pooling == "first":
         return hidden[:, 0]
     if frame_mask is None:
@@ -133,7 +135,8 @@ class MERAlignModel(MERAlignPreTrainedModel):
 
         Towers are loaded with their own `from_pretrained` here and their weights copied in, never inside
         `__init__` (transformers 5 builds models on the meta device, which breaks that pattern on reload).
-        The head starts randomly initialised.
+        The head starts randomly initialised. Like `from_pretrained`, the model is returned in eval mode
+        (MERT checkpoints carry dropout 0.1): call `.train()` to train the head.
         """
         audio = load_mert_tower(mert_name_or_path)
         text = load_text_tower(text_name_or_path)
@@ -143,7 +146,7 @@ class MERAlignModel(MERAlignPreTrainedModel):
         model.text_model.load_state_dict(text.state_dict())
         model.config.audio_name_or_path = str(mert_name_or_path)
         model.config.text_name_or_path = str(text_name_or_path)
-        return model
+        return model.eval()
 
     # ----------------------------------------------------------------------------------- audio side
     def audio_hidden_states(
@@ -159,6 +162,9 @@ class MERAlignModel(MERAlignPreTrainedModel):
         encoder = tower.encoder
         n_layers = len(encoder.layers)
         depth = self.config.max_feature_layer if depth is None else depth
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= n_layers:
+            # slicing the layer list would silently clamp or drop layers instead
+            raise ValueError(f"depth must be an int in [0, {n_layers}] (the tower's layer count), got {depth!r}")
         if input_values.dim() != 2:
             raise ValueError(f"input_values must be [batch, samples], got shape {tuple(input_values.shape)}")
         features = tower.feature_extractor(input_values).transpose(1, 2)
