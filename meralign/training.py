@@ -60,7 +60,7 @@ class FitArguments:
     alpha: float = field(default=2.5, metadata={"help": "Weight of the alignment regulariser (paper: 2.5)."})
     margin: float = field(default=1.0, metadata={"help": "Triplet margin on cosine similarity (paper: 1.0)."})
     n_negatives: int = field(default=5, metadata={"help": "Random non-positive labels averaged into each negative target (paper: 5)."})
-    quantile: float = field(default=0.3, metadata={"help": "Mean Shift bandwidth quantile (ignored with --bandwidth)."})
+    quantile: float | None = field(default=None, metadata={"help": "Mean Shift bandwidth quantile (ignored with --bandwidth); unset: the smallest quantile that keeps each label's nearest neighbour, which avoids both collapse and over-merging."})
     bandwidth: float | None = field(default=None, metadata={"help": "Mean Shift bandwidth; estimated from --quantile when unset."})
     hypothesis_template: str = field(default="{}", metadata={"help": "Text template for labels, e.g. 'music that sounds {}'; saved with the model."})
     batch_size: int = field(default=256, metadata={"help": "Segments per dataset per step (paper: 256)."})

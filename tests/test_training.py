@@ -38,7 +38,7 @@ def vocab_files(tmp_path_factory):
 def _args(tmp_path, vocab_files, **overrides):
     fields = dict(cache_dir="", output_dir=str(tmp_path / "run"), vocabularies=vocab_files, batch_size=32,
                   learning_rate=3e-3, max_epochs=8, patience=8, head_hidden_size=64, head_dropout=0.0,
-                  log_with="none", progress=False, quantile=0.3)
+                  log_with="none", progress=False, quantile=None)
     fields.update(overrides)
     return FitArguments(**fields)
 
