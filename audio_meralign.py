@@ -44,9 +44,15 @@ def to_float_mono(array, argument: str = "audio") -> np.ndarray:
     """A float32 mono waveform from a numpy array or torch tensor: 1-D, or 2-D channels x samples
     (or samples x channels when the first axis is the longer one), integer PCM scaled to [-1, 1)."""
     if hasattr(array, "detach") and hasattr(array, "cpu"):  # torch.Tensor without importing torch
-        array = array.detach().cpu().numpy()
+        array = array.detach().cpu()
+        if str(array.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds it exactly
+            array = array.float()
+        array = array.numpy()
     if isinstance(array, (list, tuple)):
-        array = np.asarray(array)
+        try:
+            array = np.asarray(array)
+        except ValueError as err:  # ragged nesting: numpy's message does not say which argument
+            raise ValueError(f"{argument} is a ragged nested list: expected equal-length channels ({err})") from None
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{argument} must be a numpy array, a torch tensor, a path, bytes or a dict; got {type(array).__name__}")
     dtype = array.dtype
@@ -57,6 +63,8 @@ def to_float_mono(array, argument: str = "audio") -> np.ndarray:
     else:
         raise TypeError(f"{argument} has dtype {dtype}: expected float16/32/64 or int8/16/32/64 PCM samples")
     if array.ndim == 2:
+        if not array.size:  # no samples in any channel: reported as empty audio, not as NaN from an empty mean
+            return np.zeros(0, dtype=np.float32)
         channel_axis = 0 if array.shape[0] <= array.shape[1] else 1
         array = array.mean(axis=channel_axis, dtype=np.float32)
     elif array.ndim != 1:

@@ -81,6 +81,16 @@ def _check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _check_segment_covers_a_frame(config, segment_seconds: float) -> None:
+    """A segment shorter than the conv front end's receptive field yields no frame at all (a conv error)."""
+    minimum = _receptive_field(config.audio_config)
+    if int(round(segment_seconds * config.sampling_rate)) < minimum:
+        raise ValueError(
+            f"segment_seconds must cover at least one encoder frame ({minimum} samples, "
+            f"{minimum / config.sampling_rate:.4f} s at {config.sampling_rate} Hz), got {segment_seconds!r}"
+        )
+
+
 class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     """Zero-shot music emotion recognition with a MERAlign model.
 
@@ -130,6 +140,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         if segment_seconds is not None:
             if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)) or not segment_seconds > 0:
                 raise ValueError(f"segment_seconds must be a positive number, got {segment_seconds!r}")
+            _check_segment_covers_a_frame(self.model.config, float(segment_seconds))
             preprocess["segment_seconds"] = float(segment_seconds)
         if allow_urls is not None:
             preprocess["allow_urls"] = bool(allow_urls)
@@ -160,7 +171,11 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
             inputs = list(inputs)
         if isinstance(inputs, list) and not inputs:
             raise ValueError("inputs is an empty list: give at least one recording")
-        return super().__call__(inputs, **kwargs)
+        outputs = super().__call__(inputs, **kwargs)
+        if isinstance(inputs, types.GeneratorType):
+            # transformers hands back an iterable whose `next()` fails until `iter()` was called on it
+            return iter(outputs)
+        return outputs
 
     # ------------------------------------------------------------------------------ the three steps
     def preprocess(self, inputs, segment_seconds=None, allow_urls=False):
@@ -171,11 +186,12 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         current = next(segments)  # raises for empty/undecodable input before anything is yielded
         while current is not None:
             following = next(segments, None)
-            mask = np.zeros(len(current.samples), dtype=np.int64)
-            mask[: max(current.valid, min_valid)] = 1
+            # Only the count of real samples travels with the segment (at least one encoder frame, so a
+            # very short clip still has a frame to pool): the sample-level mask is built in _forward, which
+            # keeps what waits in the DataLoader batch at one float32 array per segment.
             yield {
                 "input_values": torch.from_numpy(current.samples).unsqueeze(0),
-                "attention_mask": torch.from_numpy(mask).unsqueeze(0),
+                "valid": max(current.valid, min_valid),
                 "start": current.start,
                 "end": current.end,
                 "is_last": following is None,
@@ -185,8 +201,11 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     def _forward(self, model_inputs):
         start, end = model_inputs.pop("start"), model_inputs.pop("end")
         is_last = model_inputs.pop("is_last")
-        dtype = self.model.dtype
-        embeds = self.model.get_audio_features(model_inputs["input_values"].to(dtype), model_inputs["attention_mask"])
+        input_values = model_inputs["input_values"]
+        # an int (batch_size=1) or a list of ints (collated batch): one count per row either way
+        valid = torch.as_tensor(model_inputs["valid"], device=input_values.device).reshape(-1, 1)
+        attention_mask = (torch.arange(input_values.shape[-1], device=input_values.device) < valid).long()
+        embeds = self.model.get_audio_features(input_values.to(self.model.dtype), attention_mask)
         return {"audio_embeds": embeds.float(), "start": start, "end": end, "is_last": is_last}
 
     def postprocess(
@@ -257,9 +276,13 @@ def _dataset_audio(dataset) -> types.GeneratorType:
         from datasets import Audio
     except ImportError:  # pragma: no cover - a Dataset implies datasets is installed
         raise TypeError("a datasets.Dataset input needs the `datasets` package")
-    columns = [name for name, feature in dataset.features.items() if isinstance(feature, Audio)]
+    features = dataset.features or {}  # an IterableDataset may not know its features
+    columns = [name for name, feature in features.items() if isinstance(feature, Audio)]
     if not columns:
-        raise ValueError(f"the dataset has no Audio column (columns: {dataset.column_names})")
+        raise ValueError(
+            f"inputs: the dataset has no Audio column (columns: {dataset.column_names}); "
+            "cast the audio column with datasets.Audio() first"
+        )
     dataset = dataset.cast_column(columns[0], Audio(decode=False))
     return (row[columns[0]] for row in dataset)
 
