@@ -113,7 +113,8 @@ def run_demo(args: DemoArguments) -> dict:
     fit(FitArguments(**{**vars(fit_args), "output_dir": str(final_dir), "train_datasets": list(TRAINING_DATASETS)}), cache)
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
-    export_model(final_dir, model_dir, base_model=str(base_dir))
+    export_model(final_dir, model_dir, base_model=str(base_dir), alignment_dir=out,
+                 results=out / "protocol" / "protocol.json", repo_id="your-org/meralign-demo-tiny-random")
     example = classify_example(model_dir, corpus[ZERO_SHOT_DATASETS[0]][0], SYNTHETIC_VOCABULARIES[ZERO_SHOT_DATASETS[0]])
     lap("final_model", t)
     timings["total"] = round(time.perf_counter() - started, 1)

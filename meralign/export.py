@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ class ExportArguments:
     base_model: str | None = field(default=None, metadata={"help": "A saved MERAlign folder whose towers were used for extraction (e.g. the demo's base model)."})
     mert: str | None = field(default=None, metadata={"help": "Instead of --base_model: a MERT-v1 checkpoint (folder or Hub id)."})
     text: str | None = field(default=None, metadata={"help": "With --mert: the sentence-transformers checkpoint (default: the packaged all-MiniLM-L6-v2)."})
+    alignment_dir: str | None = field(default=None, metadata={"help": "Output folder of `train.py align`: its figure and cluster map go into the model folder (and its card)."})
+    results: str | None = field(default=None, metadata={"help": "protocol.json of `train.py protocol`: the model card reports it, each score beside its chance baseline."})
+    repo_id: str = field(default="your-org/meralign", metadata={"help": "The Hub id the model card names (the push can still go elsewhere)."})
 
 
 def load_base(base_model: str | None = None, mert: str | None = None, text: str | None = None) -> MERAlignModel:
@@ -63,22 +67,28 @@ def assemble(base: MERAlignModel, head_dir) -> MERAlignModel:
     return model.eval()
 
 
-def export_model(head_dir, output_dir, *, base_model=None, mert=None, text=None) -> Path:
-    from meralign.hub import save_model_folder
+def export_model(head_dir, output_dir, *, base_model=None, mert=None, text=None, alignment_dir=None,
+                 results=None, repo_id: str = "your-org/meralign") -> Path:
+    """Write the Hub-ready folder: model + remote code + processors, figures, and a model card."""
+    from meralign.hub import load_protocol_results, save_model_folder, write_model_card
 
     base = load_base(base_model, mert, text)
     model = assemble(base, head_dir)
     # the tokenizer comes from the base folder when there is one (it holds the tokenizer files)
     folder = save_model_folder(model, output_dir, base_model or text or getattr(base.config, "text_name_or_path", None))
-    head_dir = Path(head_dir)
-    for extra in ("training_curves.png",):
-        if (head_dir / extra).is_file():
-            (folder / extra).write_bytes((head_dir / extra).read_bytes())
+    extras = [Path(head_dir) / "training_curves.png"]
+    if alignment_dir:
+        extras += [Path(alignment_dir) / name for name in ("label_clusters.png", "label_clusters.json", "label_clusters.md")]
+    for path in extras:
+        if path.is_file():
+            shutil.copyfile(path, folder / path.name)
+    write_model_card(folder, load_protocol_results(results) if results else None, repo_id=repo_id)
     return folder
 
 
 def export_main(argv: list[str] | None = None) -> int:
     (args,) = parse_args(ExportArguments, argv)
-    folder = export_model(args.head_dir, args.output_dir, base_model=args.base_model, mert=args.mert, text=args.text)
+    folder = export_model(args.head_dir, args.output_dir, base_model=args.base_model, mert=args.mert, text=args.text,
+                          alignment_dir=args.alignment_dir, results=args.results, repo_id=args.repo_id)
     print(json.dumps({"exported": str(folder)}))
     return 0

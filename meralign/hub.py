@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,8 +69,35 @@ def save_model_folder(model: MERAlignModel, output_dir, text_name_or_path: str |
     feature_extractor, tokenizer = build_processors(model.config, text_path)
     pipe = pipeline(pipeline_meralign.TASK, model=model, tokenizer=tokenizer, feature_extractor=feature_extractor)
     output_dir = Path(output_dir)
-    pipe.save_pretrained(output_dir, safe_serialization=True)
+    with _public_sources(model.config):
+        pipe.save_pretrained(output_dir, safe_serialization=True)
     return output_dir
+
+
+def public_source_name(path: str | None) -> str | None:
+    """What a saved config may say about where a tower came from: a Hub id, never a local machine path."""
+    if not path:
+        return path
+    if _is_packaged_minilm(path):
+        return PACKAGED_TEXT_MODEL_ID
+    return path if _is_hub_id(path) else Path(path).name
+
+
+@contextmanager
+def _public_sources(config):
+    """Swap local paths in the config (and its tower sub-configs) for public names while it is saved."""
+    slots = [(config, "text_name_or_path"), (config, "audio_name_or_path"),
+             (config.text_config, "_name_or_path"), (config.audio_config, "_name_or_path")]
+    saved = [(obj, attr, getattr(obj, attr, None)) for obj, attr in slots]
+    try:
+        for obj, attr, value in saved:
+            if value:
+                setattr(obj, attr, public_source_name(str(value)))
+        yield
+    finally:
+        for obj, attr, value in saved:
+            if value is not None:
+                setattr(obj, attr, value)
 
 
 # ================================================================================== protocol results
