@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -351,6 +352,8 @@ class Trainer:
             state["epoch"] = epoch + 1
             self._log(record, improved)
             self._checkpoint(state, improved)
+            if os.environ.get("MERALIGN_FIT_SLEEP"):  # test hook: time to kill a run between epochs
+                time.sleep(float(os.environ["MERALIGN_FIT_SLEEP"]))
         return self._finish(state)
 
     def _log(self, record: dict, improved: bool) -> None:
