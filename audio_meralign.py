@@ -192,6 +192,15 @@ def _download(url: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------- segmenting
+def receptive_field(audio_config) -> int:
+    """Samples the conv front end needs to emit one frame (400 for MERT): a segment's real part is
+    counted as at least this long, so even a very short clip yields a frame to pool."""
+    field = 1
+    for kernel, stride in reversed(list(zip(audio_config.conv_kernel, audio_config.conv_stride))):
+        field = (field - 1) * stride + kernel
+    return field
+
+
 @dataclass(frozen=True)
 class Segment:
     """One fixed-length segment at the model's rate. `valid` counts real (unpadded) samples."""

@@ -17,9 +17,9 @@ from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 try:
-    from .audio_meralign import iter_segments
+    from .audio_meralign import iter_segments, receptive_field
 except ImportError:  # imported as a top-level module (local use, tests)
-    from audio_meralign import iter_segments
+    from audio_meralign import iter_segments, receptive_field
 
 TASK = "zero-shot-music-emotion"
 AGGREGATIONS = ("mean", "vote")
@@ -67,14 +67,6 @@ def aggregate_segment_scores(scores: np.ndarray, aggregation: str, vote_k: int =
     return votes.mean(axis=0)
 
 
-def _receptive_field(audio_config) -> int:
-    """Samples needed for one encoder frame (400 for MERT's front end)."""
-    field = 1
-    for kernel, stride in reversed(list(zip(audio_config.conv_kernel, audio_config.conv_stride))):
-        field = (field - 1) * stride + kernel
-    return field
-
-
 def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -83,7 +75,7 @@ def _check_positive_int(name: str, value) -> int:
 
 def _check_segment_covers_a_frame(config, segment_seconds: float) -> None:
     """A segment shorter than the conv front end's receptive field yields no frame at all (a conv error)."""
-    minimum = _receptive_field(config.audio_config)
+    minimum = receptive_field(config.audio_config)
     if int(round(segment_seconds * config.sampling_rate)) < minimum:
         raise ValueError(
             f"segment_seconds must cover at least one encoder frame ({minimum} samples, "
@@ -181,7 +173,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     def preprocess(self, inputs, segment_seconds=None, allow_urls=False):
         config = self.model.config
         seconds = segment_seconds or config.segment_seconds
-        min_valid = _receptive_field(config.audio_config)
+        min_valid = receptive_field(config.audio_config)
         segments = iter_segments(inputs, config.sampling_rate, seconds, sampling_rate=config.sampling_rate, allow_urls=allow_urls)
         current = next(segments)  # raises for empty/undecodable input before anything is yielded
         while current is not None:

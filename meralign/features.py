@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from audio_meralign import iter_segments, receptive_field
 from meralign.data.tracks import Track
 from meralign.vocabularies import Vocabulary
 from meralign.utils import atomic_write_json, check_launch, fsync_dir, make_accelerator, write_synced
@@ -190,15 +191,6 @@ def _fingerprint(model, plan: list[list[Track]], mixed_precision: str, tracks_pe
     }
 
 
-def _receptive_field(audio_config) -> int:
-    """Samples the conv front end needs to emit one frame (400 for MERT): shorter valid parts get no frame."""
-    field_, jump = 1, 1
-    for kernel, stride in zip(audio_config.conv_kernel, audio_config.conv_stride):
-        field_ += (kernel - 1) * jump
-        jump *= stride
-    return field_
-
-
 def segment_attention_mask(valid: int, n_samples: int, receptive_field: int) -> np.ndarray:
     """Ones over the first max(valid, receptive_field) samples: padding stays out of mean pooling,
     yet even a very short last piece yields at least one frame."""
@@ -237,8 +229,6 @@ class SegmentStream(IterableDataset):
             yield from self._shard_items(job)
 
     def _shard_items(self, job: _ShardJob) -> Iterator[dict]:
-        from audio_meralign import iter_segments
-
         pending: list = []
         for position, track in enumerate(job.tracks):
             try:
@@ -457,7 +447,7 @@ def _run_shards(model, jobs: list[_ShardJob], cache_dir: Path, fingerprint: dict
     layers, hidden = list(config.feature_layers), int(config.audio_config.hidden_size)
     device = accelerator.device
     stream = SegmentStream(jobs, int(config.sampling_rate), float(config.segment_seconds), batch_size,
-                           _receptive_field(config.audio_config))
+                           receptive_field(config.audio_config))
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=_passthrough,
                         pin_memory=device.type == "cuda")
     buffers = {job.index: _ShardBuffer(job) for job in jobs}

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline_meralign import validate_labels as _validate_label_list
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,9 @@ def validate_labels(labels, argument: str = "labels") -> list[str]:
     """
     if isinstance(labels, str) or not hasattr(labels, "__iter__"):
         raise TypeError(f"{argument} must be a list of strings, got {type(labels).__name__}")
-    return _validate_label_list(list(labels), argument)
+    from pipeline_meralign import validate_labels as validate_label_list  # imported late: it loads transformers
+
+    return validate_label_list(list(labels), argument)
 
 
 MTG_JAMENDO = Vocabulary(
