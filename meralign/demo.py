@@ -18,6 +18,7 @@ emotions in real music. The same code runs with a MERT checkpoint and real datas
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -115,7 +116,7 @@ def run_demo(args: DemoArguments) -> dict:
     shutil.rmtree(model_dir, ignore_errors=True)
     export_model(final_dir, model_dir, base_model=str(base_dir), alignment_dir=out,
                  results=out / "protocol" / "protocol.json", repo_id="your-org/meralign-demo-tiny-random")
-    example = classify_example(model_dir, corpus[ZERO_SHOT_DATASETS[0]][0], SYNTHETIC_VOCABULARIES[ZERO_SHOT_DATASETS[0]])
+    example = classify_example(model_dir, corpus[ZERO_SHOT_DATASETS[0]][0], SYNTHETIC_VOCABULARIES[ZERO_SHOT_DATASETS[0]], out)
     lap("final_model", t)
     timings["total"] = round(time.perf_counter() - started, 1)
 
@@ -131,7 +132,7 @@ def run_demo(args: DemoArguments) -> dict:
     return results
 
 
-def classify_example(model_dir: Path, track, vocabulary) -> dict:
+def classify_example(model_dir: Path, track, vocabulary, out: Path) -> dict:
     """One clip of the zero-shot-only vocabulary through the exported model's pipeline."""
     from transformers import pipeline
 
@@ -140,7 +141,7 @@ def classify_example(model_dir: Path, track, vocabulary) -> dict:
     print(f"pipeline on {Path(track.audio).name} (true: {', '.join(track.labels)}):", flush=True)
     for item in ranked:
         print(f"  {item['label']:<16} {item['score']:.3f}", flush=True)
-    return {"audio": str(track.audio), "true_labels": list(track.labels), "top3": ranked}
+    return {"audio": os.path.relpath(track.audio, out), "true_labels": list(track.labels), "top3": ranked}
 
 
 def _write_results(out: Path, results: dict, table: str) -> None:
