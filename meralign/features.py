@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from audio_meralign import iter_segments, receptive_field
 from meralign.data.tracks import Track
 from meralign.vocabularies import Vocabulary
-from meralign.utils import atomic_write_json, check_launch, fsync_dir, make_accelerator, write_synced
+from meralign.utils import atomic_write_json, check_launch, fsync_dir, make_accelerator, parse_args, write_synced
 
 CACHE_FORMAT = "meralign-feature-cache"
 CACHE_VERSION = 1
@@ -653,8 +653,13 @@ class ExtractArguments:
     """`python train.py extract`: cache MERT features of datasets listed in manifests."""
 
     cache_dir: str = field(metadata={"help": "Folder of the feature cache (created; a rerun resumes it)."})
-    manifests: list[str] = field(metadata={"help": "CSV/JSONL dataset manifests (path, labels[, track_id][, split]); "
+    manifests: list[str] = field(default_factory=list, metadata={"help": "CSV/JSONL dataset manifests (path, labels[, track_id][, split]); "
                                                    "each manifest's file stem becomes its dataset name."})
+    datasets: list[str] = field(default_factory=list, metadata={
+        "help": "Datasets in their native layout, as kind:key=value,key=value with the adapter's arguments, e.g. "
+                "'mtg-jamendo:root=DATA/mtg-jamendo/data,audio_dir=DATA/mtg-audio' "
+                "'cal500:annotations_dir=DATA/cal500/annotations,audio_dir=DATA/cal500/mp3' "
+                "'emotify:data_csv=DATA/emotify/data.csv,audio_dir=DATA/emotify'. Their built-in vocabularies apply."})
     vocabularies: list[str] = field(default_factory=list, metadata={
         "help": "Label vocabulary per manifest (a built-in name: mtg-jamendo, cal500, emotify; or a .json/.txt file). "
                 "Give one for all manifests or one per manifest."})
@@ -677,16 +682,7 @@ class ExtractArguments:
 
 def parse_extract_arguments(argv: Sequence[str]) -> ExtractArguments:
     """Flags, or a single .yaml/.json config file holding the same fields."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(ExtractArguments, prog="train.py extract", description=ExtractArguments.__doc__)
-    argv = list(argv)
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        (args,) = parser.parse_yaml_file(argv[0])
-    elif len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(argv[0])
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = parse_args(ExtractArguments, list(argv))
     return args
 
 
@@ -724,8 +720,8 @@ def load_tracks(args: ExtractArguments) -> tuple[list[Track], dict[str, Vocabula
     from meralign.data.adapters import load_manifest
     from meralign.vocabularies import load_vocabulary
 
-    if not args.manifests:
-        raise ValueError("--manifests is empty: give at least one dataset manifest")
+    if not args.manifests and not args.datasets:
+        raise ValueError("give at least one dataset: --manifests (CSV/JSONL) or --datasets (native layouts)")
     vocab_specs = list(args.vocabularies)
     if len(vocab_specs) == 1:
         vocab_specs = vocab_specs * len(args.manifests)
@@ -739,7 +735,30 @@ def load_tracks(args: ExtractArguments) -> tuple[list[Track], dict[str, Vocabula
         for track in loaded:
             vocabularies[track.dataset] = vocab
         tracks.extend(loaded)
+    for spec in args.datasets:
+        loaded = load_native_dataset(spec, seed=args.seed)
+        for track in loaded:
+            vocabularies[track.dataset] = load_vocabulary(track.dataset)
+        tracks.extend(loaded)
     return tracks, vocabularies
+
+
+def load_native_dataset(spec: str, seed: int = 0) -> list[Track]:
+    """Tracks of `kind:key=value,...` through the dataset adapter registered under `kind`."""
+    from meralign.data.adapters import ADAPTERS, load_dataset_tracks
+
+    kind, _, options = spec.partition(":")
+    if kind not in ADAPTERS or kind in ("manifest", "hf"):
+        raise ValueError(f"--datasets entry {spec!r}: kind must be one of mtg-jamendo, cal500, emotify")
+    kwargs = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--datasets entry {spec!r}: options must look like key=value, got {item!r}")
+        value = value.strip()
+        kwargs[key.strip()] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
+    kwargs.setdefault("seed", seed)
+    return load_dataset_tracks(kind, **kwargs)
 
 
 def extract_main(argv: Sequence[str]) -> int:

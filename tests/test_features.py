@@ -344,3 +344,21 @@ def test_cli_reads_yaml_config(tmp_path):
     assert flags.feature_layers == [3, 6] and flags.model is None
     with pytest.raises(SystemExit):
         parse_extract_arguments(["--cache_dir", "c", "--manifests", "m.jsonl", "--mixed_precision", "fp8"])
+
+
+def test_native_dataset_specs_reach_the_adapters(tmp_path):
+    """`--datasets emotify:data_csv=...,audio_dir=...` reads the native layout with the built-in vocabulary."""
+    from meralign.features import ExtractArguments, load_native_dataset, load_tracks
+    from test_adapters import write_emotify
+
+    data = write_emotify(tmp_path / "data.csv")
+    spec = f"emotify:data_csv={data},audio_dir={tmp_path / 'audio'},seed=3"
+    tracks = load_native_dataset(spec)
+    assert tracks and {t.dataset for t in tracks} == {"emotify"}
+    args = ExtractArguments(cache_dir=str(tmp_path / "c"), datasets=[spec])
+    loaded, vocabularies = load_tracks(args)
+    assert loaded == tracks and vocabularies["emotify"].name == "emotify"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        load_native_dataset("manifest:path=x")
+    with pytest.raises(ValueError, match="key=value"):
+        load_native_dataset("emotify:oops")
