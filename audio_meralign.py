@@ -11,6 +11,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Iterator
 
 import numpy as np
@@ -19,6 +20,11 @@ URL_PREFIXES = ("http://", "https://", "ftp://", "s3://", "gs://")
 # Integer PCM is scaled to [-1, 1) by its full-scale value.
 _INT_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int64): 2.0**63}
 _MAX_SAMPLING_RATE = 1_000_000
+# resample_poly designs a FIR of 20 * max(up, down) + 1 taps. An odd rate coprime with the target (383999 Hz,
+# or any rate in a forged file header) would need up to 20 M taps: ~1 GB and seconds just to design it. Ratios
+# whose reduced terms exceed this bound are replaced by the closest ratio within it (a time-scale error below
+# 1/32768); every common rate, and every rate up to 32768 Hz, keeps its exact ratio.
+_MAX_RATIO_TERM = 1 << 15
 
 
 def _soundfile():
@@ -78,12 +84,21 @@ def check_finite(samples: np.ndarray, argument: str = "audio") -> None:
 
 
 def _resample_factors(orig_sr: int, target_sr: int) -> tuple[int, int]:
-    g = math.gcd(orig_sr, target_sr)
-    return target_sr // g, orig_sr // g
+    """(up, down) of the resampling ratio target/orig, terms bounded by _MAX_RATIO_TERM (see there)."""
+    ratio = Fraction(target_sr, orig_sr)
+    if max(ratio.numerator, ratio.denominator) > _MAX_RATIO_TERM:
+        if ratio < 1:
+            approx = ratio.limit_denominator(_MAX_RATIO_TERM)
+        else:
+            approx = 1 / (1 / ratio).limit_denominator(_MAX_RATIO_TERM)
+        if approx and abs(approx / ratio - 1) < 1e-4:  # else (an extreme ratio) keep it exact
+            ratio = approx
+    return ratio.numerator, ratio.denominator
 
 
 def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling (scipy.signal.resample_poly: an anti-aliasing FIR, exact rational ratio)."""
+    """Polyphase resampling (scipy.signal.resample_poly: an anti-aliasing FIR, exact rational ratio for every
+    common rate; odd rates whose ratio has huge terms use the closest ratio with terms up to 32768)."""
     orig_sr = check_sampling_rate(orig_sr, "orig_sr")
     target_sr = check_sampling_rate(target_sr, "target_sr")
     if orig_sr == target_sr:
@@ -138,8 +153,13 @@ def _open_sound(source, name: str, block: int) -> _BlockReader:
         except Exception as err:
             raise ValueError(f"could not decode audio {name}: the file is truncated or corrupt ({err})") from None
 
+    try:  # a forged header can declare any rate; refuse it here, before it reaches the resampler
+        rate = check_sampling_rate(handle.samplerate, f"the sampling rate declared by audio {name}")
+    except (TypeError, ValueError):
+        handle.close()
+        raise
     frames = handle.frames if handle.frames and handle.frames > 0 else None
-    return _BlockReader(handle.samplerate, frames, blocks(), handle.close)
+    return _BlockReader(rate, frames, blocks(), handle.close)
 
 
 def open_audio(source, sampling_rate: int | None = None, *, allow_urls: bool = False, block: int = 1 << 16) -> _BlockReader:

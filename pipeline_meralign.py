@@ -8,7 +8,9 @@ segment (streamed, so memory does not grow with duration), offers independent pe
 
 from __future__ import annotations
 
+import string
 import types
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -25,6 +27,12 @@ TASK = "zero-shot-music-emotion"
 AGGREGATIONS = ("mean", "vote")
 DEFAULT_BATCH_SIZE = 8
 TEXT_MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
+# Labels per text-tower forward: attention memory grows with batch x length^2, so 1,000 long labels in one batch
+# would need gigabytes; 64 at the 256-token cap stay around 200 MB.
+LABEL_BATCH_SIZE = 64
+# (template, label) embeddings kept between calls; the least recently used go first, so a long-running server
+# fed arbitrary labels does not grow without bound (8192 x 384 floats: 12 MB).
+LABEL_CACHE_SIZE = 8192
 
 
 def validate_labels(labels, argument: str = "candidate_labels") -> list[str]:
@@ -47,6 +55,23 @@ def validate_labels(labels, argument: str = "candidate_labels") -> list[str]:
             raise ValueError(f"{argument} contains the label {label!r} more than once")
         seen.add(label)
     return labels
+
+
+def check_template(template, argument: str = "hypothesis_template") -> str:
+    """A text template with exactly one bare `{}` (or `{0}`) slot for the label, so `template.format(label)` cannot
+    fail (`{}{}`, `{x}`, a lone `{`), alter the label (`{!r}`, `{:>9}`) or silently drop it (`{{}}`)."""
+    message = (f"{argument} must be a string containing '{{}}' exactly once, as the slot for the label "
+               f"(write literal braces as '{{{{' and '}}}}'), got {template!r}")
+    if not isinstance(template, str):
+        raise ValueError(message)
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:  # an unmatched brace
+        raise ValueError(message) from None
+    if fields not in ([("", "", None)], [("0", "", None)]):
+        raise ValueError(message)
+    return template
 
 
 def aggregate_segment_scores(scores: np.ndarray, aggregation: str, vote_k: int = 1) -> np.ndarray:
@@ -111,7 +136,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         super().__init__(*args, **kwargs)
         if self._batch_size is None:
             self._batch_size = DEFAULT_BATCH_SIZE  # segments of one file are batched too
-        self._label_cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._label_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
 
     # --------------------------------------------------------------------------------- parameters
     def _sanitize_parameters(
@@ -139,9 +164,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         if candidate_labels is not None:
             postprocess["candidate_labels"] = validate_labels(candidate_labels)
         if hypothesis_template is not None:
-            if not isinstance(hypothesis_template, str) or "{}" not in hypothesis_template:
-                raise ValueError(f"hypothesis_template must be a string containing '{{}}', got {hypothesis_template!r}")
-            postprocess["hypothesis_template"] = hypothesis_template
+            postprocess["hypothesis_template"] = check_template(hypothesis_template)
         if multi_label is not None:
             postprocess["multi_label"] = bool(multi_label)
         if top_k is not None:
@@ -198,6 +221,13 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         valid = torch.as_tensor(model_inputs["valid"], device=input_values.device).reshape(-1, 1)
         attention_mask = (torch.arange(input_values.shape[-1], device=input_values.device) < valid).long()
         embeds = self.model.get_audio_features(input_values.to(self.model.dtype), attention_mask)
+        if not torch.isfinite(embeds).all():
+            # finite samples far beyond full scale (e.g. 1e38) overflow inside the tower: say so, never return NaN
+            peak = float(input_values.abs().max())
+            raise ValueError(
+                f"audio gave non-finite features: its samples reach {peak:.3g} in magnitude, which overflows the model "
+                f"in {str(self.model.dtype).replace('torch.', '')}; float audio is expected in [-1, 1]"
+            )
         return {"audio_embeds": embeds.float(), "start": start, "end": end, "is_last": is_last}
 
     def postprocess(
@@ -237,16 +267,23 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     # --------------------------------------------------------------------------------- label cache
     @torch.inference_mode()
     def label_embeddings(self, labels: list[str], template: str) -> torch.Tensor:
-        """Text embeddings [labels, dim], computed once per (template, label) and cached."""
-        missing = [label for label in labels if (template, label) not in self._label_cache]
-        if missing:
-            texts = [template.format(label) for label in missing]
+        """Text embeddings [labels, dim], computed once per (template, label) and cached (LRU, bounded)."""
+        cache = self._label_cache
+        missing = list(dict.fromkeys(label for label in labels if (template, label) not in cache))
+        for first in range(0, len(missing), LABEL_BATCH_SIZE):
+            chunk = missing[first : first + LABEL_BATCH_SIZE]
+            texts = [template.format(label) for label in chunk]
             tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt")
             tokens = {k: v.to(self.device) for k, v in tokens.items()}
             embeds = self.model.get_text_features(**tokens).float()
-            for label, embed in zip(missing, embeds):
-                self._label_cache[(template, label)] = embed
-        return torch.stack([self._label_cache[(template, label)] for label in labels])
+            for label, embed in zip(chunk, embeds):
+                cache[(template, label)] = embed
+        stacked = torch.stack([cache[(template, label)] for label in labels])
+        for label in labels:
+            cache.move_to_end((template, label))
+        while len(cache) > LABEL_CACHE_SIZE:
+            cache.popitem(last=False)
+        return stacked
 
 
 def _scalar(value):

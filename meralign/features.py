@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from audio_meralign import iter_segments, receptive_field
 from meralign.data.tracks import Track
 from meralign.vocabularies import Vocabulary
-from meralign.utils import atomic_write_json, check_launch, fsync_dir, make_accelerator, parse_args, write_synced
+from meralign.utils import atomic_write_json, check_launch, fsync_dir, make_accelerator, parse_args, write_error, write_synced
 
 CACHE_FORMAT = "meralign-feature-cache"
 CACHE_VERSION = 1
@@ -291,10 +291,25 @@ class _ShardBuffer:
 
 def _write_shard(cache_dir: Path, buffer: _ShardBuffer, fingerprint: dict, n_layers: int, hidden: int,
                  writer: dict) -> None:
-    """Write a shard into a temp folder, fsync everything, then rename it into place (atomic publish)."""
+    """Write a shard into a temp folder, fsync everything, then rename it into place (atomic publish).
+
+    A failed write (disk full, I/O error) removes the temp folder and raises an OSError that names the shard,
+    keeps the errno, and says that complete shards are kept and a rerun resumes."""
     name = shard_name(buffer.job.index)
-    final = cache_dir / name
     tmp = cache_dir / f"{name}.tmp-{os.getpid()}"
+    try:
+        _write_shard_files(tmp, buffer, fingerprint, n_layers, hidden, writer)
+        os.rename(tmp, cache_dir / name)  # fails if the shard exists: shards are never overwritten
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written shard is never visible, and frees its space
+        raise write_error(err, f"could not write feature shard {name} in {str(cache_dir)!r}",
+                          "shards already complete are kept: fix the cause (e.g. free disk space) and rerun "
+                          "the same extract command to resume") from err
+    fsync_dir(cache_dir)
+
+
+def _write_shard_files(tmp: Path, buffer: _ShardBuffer, fingerprint: dict, n_layers: int, hidden: int,
+                       writer: dict) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -316,8 +331,6 @@ def _write_shard(cache_dir: Path, buffer: _ShardBuffer, fingerprint: dict, n_lay
     payload = json.dumps(meta, indent=1).encode("utf-8")
     write_synced(tmp / SHARD_META, lambda f: f.write(payload))
     fsync_dir(tmp)
-    os.rename(tmp, final)  # fails if `final` exists: shards are never overwritten
-    fsync_dir(cache_dir)
 
 
 def _shard_is_complete(cache_dir: Path, index: int, fingerprint: dict, tracks: Sequence[Track]) -> bool:
@@ -523,7 +536,11 @@ def extract_features(
     _clean_temp_dirs(cache_dir, mine)
     skipped = {i for i in range(len(plan)) if _shard_is_complete(cache_dir, i, fingerprint, plan[i])}
     if accelerator.is_main_process and existing is None:
-        atomic_write_json(cache_dir / MANIFEST, _base_manifest(model, plan, fingerprint))
+        try:
+            atomic_write_json(cache_dir / MANIFEST, _base_manifest(model, plan, fingerprint))
+        except OSError as err:
+            raise write_error(err, f"could not start the feature cache in {str(cache_dir)!r}",
+                              "nothing was computed: fix the cause (e.g. free disk space) and rerun") from err
     accelerator.wait_for_everyone()
 
     jobs = [_ShardJob(i, tuple(plan[i])) for i in mine if i not in skipped]
@@ -542,8 +559,13 @@ def extract_features(
         report = _final_report(cache_dir, plan, skipped, time.perf_counter() - start_time)
         manifest = _base_manifest(model, plan, fingerprint)
         manifest.update(complete=True, n_segments=report.n_segments, failed=report.failed, report=report.to_dict())
-        atomic_write_json(cache_dir / REPORT, report.to_dict())
-        atomic_write_json(cache_dir / MANIFEST, manifest)
+        try:
+            atomic_write_json(cache_dir / REPORT, report.to_dict())
+            atomic_write_json(cache_dir / MANIFEST, manifest)  # the cache becomes loadable only here
+        except OSError as err:
+            raise write_error(err, f"could not finish the feature cache {str(cache_dir)!r}",
+                              "every shard is complete and kept: fix the cause (e.g. free disk space) and rerun "
+                              "the same extract command to finish it (nothing is recomputed)") from err
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         report = ExtractionReport(**_read_json(cache_dir / REPORT, "extraction report"))
@@ -633,7 +655,7 @@ def load_cache(cache_dir: str | os.PathLike) -> FeatureCache:
         shard_arrays = {}
         for pooling in manifest["meta"]["poolings"]:
             try:
-                array = np.load(folder / f"{pooling}.npy", mmap_mode="r")
+                array = np.load(folder / f"{pooling}.npy", mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as err:
                 raise ValueError(
                     f"shard {str(folder)!r}: {pooling}.npy is unreadable ({err}): {rerun} in a fresh cache_dir"

@@ -31,7 +31,7 @@ from transformers import BertConfig, HubertConfig
 from configuration_meralign import MERAlignConfig
 from modeling_meralign import MERAlignHead
 from meralign.losses import REGULARIZER_FORMS, alignment_regularizer, positive_negative_targets, primary_cluster_ids, triplet_cosine_loss
-from meralign.utils import atomic_write_json, make_accelerator, parse_args
+from meralign.utils import atomic_write_bytes, atomic_write_json, make_accelerator, parse_args, write_error
 from meralign.vocabularies import Vocabulary, resolve_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -145,12 +145,11 @@ def head_config(cache_meta: dict, args: FitArguments) -> MERAlignConfig:
 
 def save_head(head: torch.nn.Module, config: MERAlignConfig, output_dir: Path, extra: dict) -> None:
     """The trained head: weights (safetensors) and the fields an export needs, written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".{HEAD_FILE}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp))
-    os.replace(tmp, output_dir / HEAD_FILE)
+    # serialised in memory (a head is a few MB), then temp file + fsync + rename: a failed write leaves the old head
+    atomic_write_bytes(output_dir / HEAD_FILE, save({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}))
     fields = {k: getattr(config, k) for k in ("feature_layers", "pooling", "head_type", "head_hidden_size", "head_num_layers",
                                                "head_num_heads", "head_dropout", "hypothesis_template")}
     atomic_write_json(output_dir / HEAD_CONFIG_FILE, {**fields, "audio_hidden_size": config.audio_config.hidden_size, **extra})
@@ -243,8 +242,9 @@ class Trainer:
         optimizer = torch.optim.AdamW(head.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=max(1, args.patience // 2))
         self.head, self.optimizer = self.accelerator.prepare(head, optimizer)
+        # The scheduler's state travels as JSON in trainer_state.json, not through register_for_checkpointing:
+        # accelerate reloads registered objects with a pickle-based torch.load(weights_only=False).
         self.scheduler = scheduler
-        self.accelerator.register_for_checkpointing(self.scheduler)
 
     def _prepare_targets(self) -> None:
         """Label embeddings per dataset, Mean Shift clusters over all training labels, triplet targets."""
@@ -368,27 +368,51 @@ class Trainer:
                   f"reg {record['train_regularizer']:.4f}  val macro-F1 {record['val_macro_f1']:.4f}{mark}", flush=True)
 
     def _checkpoint(self, state: dict, improved: bool) -> None:
-        """Best head (atomic), then the full training state into a fresh folder renamed into place."""
+        """Best head (atomic), then the full training state into a fresh folder renamed into place.
+
+        A failed write (disk full...) leaves the previous checkpoint and best head as they were, removes the
+        partial folder and raises an OSError saying so (same errno)."""
         acc = self.accelerator
         acc.wait_for_everyone()
-        if improved and acc.is_main_process:
-            save_head(acc.unwrap_model(self.head), self.config, self.output_dir / "best", {"epoch": state["best_epoch"]})
         tmp = self.output_dir / "checkpoint.tmp"
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
+        try:
+            if improved and acc.is_main_process:
+                save_head(acc.unwrap_model(self.head), self.config, self.output_dir / "best", {"epoch": state["best_epoch"]})
+            if acc.is_main_process and tmp.exists():
+                shutil.rmtree(tmp)
+            acc.wait_for_everyone()
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                atomic_write_json(tmp / STATE_FILE, {**state, "scheduler": self.scheduler.state_dict()})
+                self._publish_checkpoint(tmp, state)
+        except OSError as err:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(err, f"could not write the checkpoint of epoch {state['epoch'] - 1} in {str(self.output_dir)!r}",
+                              f"{self._last_checkpoint_note()}: fix the cause (e.g. free disk space) and rerun with --resume") from err
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            atomic_write_json(tmp / STATE_FILE, state)
-            old = self.output_dir / "checkpoint.old"
-            final = self.output_dir / "checkpoint"
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-            atomic_write_json(self.output_dir / STATE_FILE, state)
-        acc.wait_for_everyone()
+
+    def _publish_checkpoint(self, tmp: Path, state: dict) -> None:
+        old = self.output_dir / "checkpoint.old"
+        final = self.output_dir / "checkpoint"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)  # killed between the two renames: _resume falls back to checkpoint.old
+        shutil.rmtree(old, ignore_errors=True)
+        atomic_write_json(self.output_dir / STATE_FILE, state)
+
+    def _last_checkpoint_note(self) -> str:
+        """What survives a failed checkpoint, for the error message."""
+        for name in ("checkpoint", "checkpoint.old"):
+            path = self.output_dir / name / STATE_FILE
+            if path.is_file():
+                try:
+                    epochs = json.loads(path.read_text())["epoch"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                return f"the previous checkpoint ({name}/, {epochs} epoch(s) done) and best head are intact"
+        return "no earlier checkpoint exists, so --resume starts from scratch"
 
     def _resume(self, state: dict) -> dict:
         final = self.output_dir / "checkpoint"
@@ -400,6 +424,11 @@ class Trainer:
             return state
         self.accelerator.load_state(str(final))
         state = json.loads((final / STATE_FILE).read_text())
+        scheduler_state = state.pop("scheduler", None)
+        if scheduler_state is not None:
+            self.scheduler.load_state_dict(scheduler_state)
+        else:  # a checkpoint from before the scheduler state was saved as JSON
+            logger.warning("--resume: %s holds no learning-rate scheduler state; the scheduler starts afresh", final)
         # metrics.jsonl may hold epochs logged after this checkpoint: keep only the ones it covers
         log = self.output_dir / "metrics.jsonl"
         if self.accelerator.is_main_process and log.exists():

@@ -46,6 +46,13 @@ def write_synced(path, writer) -> None:
         os.fsync(f.fileno())
 
 
+def write_error(err: OSError, what: str, advice: str) -> OSError:
+    """An OSError that says what could not be written, why, and what is safe to do next; it keeps `err`'s errno
+    (ENOSPC stays ENOSPC) so callers can still tell a full disk from other failures."""
+    message = f"{what}: {err.strerror or err}; {advice}"
+    return OSError(err.errno, message) if err.errno is not None else OSError(message)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a partial one."""
     path = Path(path)

@@ -34,6 +34,11 @@ DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_SECONDS = 300.0  # a CPU Space scores MERT-95M at about 1.6 s per 10 s segment
 MAX_LABELS = 100
 MAX_LABEL_CHARS = 100
+# The labels box is refused before it is split when it is longer than any valid list could be (with room for
+# blank lines and spaces), so a multi-megabyte paste costs nothing.
+MAX_LABELS_TEXT_CHARS = 4 * MAX_LABELS * (MAX_LABEL_CHARS + 1)
+# libsndfile reports a length it does not know (e.g. a streamed FLAC) as the largest frame count.
+UNKNOWN_FRAMES = 2**62
 MAX_TOP_K = 10
 PRESET_TITLES = {"mtg-jamendo": "MTG-Jamendo mood/theme", "cal500": "CAL500 emotions", "emotify": "Emotify (GEMS-9)"}
 READABLE_FORMATS = "WAV, FLAC, OGG/Vorbis, Opus, MP3 or AIFF"
@@ -133,6 +138,9 @@ def parse_labels(text) -> list[str]:
     Blank entries are dropped and repeated labels kept once."""
     if not isinstance(text, str):
         raise gr.Error("Type at least one emotion label.", print_exception=False)
+    if len(text) > MAX_LABELS_TEXT_CHARS:
+        raise gr.Error(f"The labels text is {len(text)} characters long; the limit is {MAX_LABELS_TEXT_CHARS} "
+                       f"({MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters).", print_exception=False)
     parts = re.split(r"[;\n]", text) if re.search(r"[;\n]", text) else text.split(",")
     labels = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not labels:
@@ -170,6 +178,9 @@ def check_audio(audio_path, settings: Settings) -> float:
                        print_exception=False) from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise gr.Error("The recording is empty.", print_exception=False)
+    if info.frames >= UNKNOWN_FRAMES:
+        raise gr.Error("The file does not state its duration (a streamed recording?); save it as a regular "
+                       f"{READABLE_FORMATS} file and upload it again.", print_exception=False)
     duration = info.frames / info.samplerate
     if duration > settings.max_seconds:
         raise gr.Error(f"The recording is {duration:.0f} s long; the limit is {settings.max_seconds:.0f} s. "
