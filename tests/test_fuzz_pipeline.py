@@ -279,6 +279,31 @@ def test_odd_high_rates_resample_with_a_bounded_filter(pipe):
     check_scores(value, LABELS)
 
 
+def test_samples_far_beyond_full_scale_are_refused_not_scored_as_nan(pipe, clip):
+    """Finite float32 samples at 3.4e38 overflow the tower: a ValueError saying so, never NaN scores."""
+    loudest = (clip / np.abs(clip).max() * np.float32(3.4e38)).astype(np.float32)
+    assert np.isfinite(loudest).all()
+    outcome, value = call(pipe, loudest, candidate_labels=LABELS, segment_seconds=SEG)
+    assert outcome == "ValueError" and re.search(r"gave non-finite features: its samples reach 3\.4e\+38 .*\[-1, 1\]", value), value
+    outcome, value = call(pipe, clip * np.float32(1e6), candidate_labels=LABELS, segment_seconds=SEG)
+    assert outcome == "ok", value  # loud but representable: scored
+    check_scores(value, LABELS)
+
+
+def test_rates_declared_by_forged_file_headers(pipe):
+    """A WAV header may declare any rate: above 1 MHz is refused when the file is opened (naming the file's rate,
+    not the resampler's argument); an odd rate just under 1 MHz is scored quickly with the bounded filter."""
+    noise = (np.random.default_rng(0).standard_normal(48_000) * 3000).astype("<i2").tobytes()
+    outcome, value = call(pipe, wav_header(1, 4_000_000, 16, len(noise)) + noise, candidate_labels=LABELS, segment_seconds=SEG)
+    assert outcome == "ValueError", value
+    assert "the sampling rate declared by audio from bytes must be a positive rate of at most 1000000 Hz, got 4000000" in value
+    with time_limit(5):
+        outcome, value = call(pipe, wav_header(1, 999_983, 16, len(noise)) + noise, candidate_labels=LABELS,
+                              segment_seconds=SEG, return_segments=True)
+    assert outcome == "ok", value
+    assert_timeline(value["segments"], expected_segments(48_000, 999_983))
+
+
 # ----------------------------------------------------------------------------------- 2. label lists
 LABEL_SAMPLES = ["happy", "sad", "😀 joyful", "{}", "{0}", "{x}", "%s", "../../etc/passwd", "C:\\Windows\\win.ini",
                  "a,b", "ünïcödé", "日本語の歌", "\x00", "x" * 5000, " padded ", "\u200b zero width"]
