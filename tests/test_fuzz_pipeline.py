@@ -40,7 +40,6 @@ from configuration_meralign import MERAlignConfig
 from meralign.tiny import tiny_audio_config
 from modeling_meralign import MERAlignModel, build_processors
 
-TASK = "zero-shot-music-emotion"
 SR = 24000
 SEG = 1.0
 LABELS = ["happy", "sad", "tense", "calm"]
@@ -149,10 +148,10 @@ def processors(tiny_model):
 
 
 def make_pipeline(model, processors):
-    from transformers import pipeline
-
+    # The class itself, not pipeline(TASK, ...): loading an exported model with trust_remote_code elsewhere in
+    # the session re-registers the task to that folder's copy of the module, whose globals this file patches not.
     feature_extractor, tokenizer = processors
-    return pipeline(TASK, model=model, tokenizer=tokenizer, feature_extractor=feature_extractor)
+    return pipeline_meralign.ZeroShotMusicEmotionPipeline(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor)
 
 
 @pytest.fixture(scope="module")
