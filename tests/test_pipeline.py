@@ -95,10 +95,10 @@ def processors(tiny_model):
 
 
 def make_pipeline(model, processors):
-    from transformers import pipeline
-
+    # The class itself, not pipeline(TASK, ...): loading an exported model with trust_remote_code elsewhere in
+    # the session re-registers the task to that folder's copy of the module, which tests here patch not.
     feature_extractor, tokenizer = processors
-    return pipeline(TASK, model=model, tokenizer=tokenizer, feature_extractor=feature_extractor)
+    return pipeline_meralign.ZeroShotMusicEmotionPipeline(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor)
 
 
 @pytest.fixture(scope="module")
