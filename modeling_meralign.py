@@ -8,6 +8,7 @@ longer returns hidden states on transformers 5).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,117 @@ class MERAlignHead(nn.Module):
         return F.normalize(projected, dim=-1)
 
 
+FRONT_END_BATCH_AUTO = "auto"
+# "auto" front-end slices on CPU hold at most this many samples (two 10 s segments at 24 kHz): MERT's first
+# conv layer then outputs at most 512 x 96,000 floats (197 MB) at a time, whatever the batch size.
+FRONT_END_AUTO_SAMPLES = 480_000
+
+
+class WindowedLinearConv1d(nn.Module):
+    """An unpadded, ungrouped `nn.Conv1d` computed as one `nn.Linear` over strided windows of its input.
+
+    Why: PyTorch's dynamic int8 quantisation covers `nn.Linear` only, and MERT's conv front end is about a
+    third of its FLOPs. Written as a Linear over each output frame's input window, a conv layer becomes
+    quantisable. Input and output are `[batch, channels, time]` like `Conv1d`, but the output is a
+    transposed view of time-major memory: the next windowed layer reads it without a copy.
+    """
+
+    def __init__(self, conv: nn.Conv1d):
+        super().__init__()
+        if not isinstance(conv, nn.Conv1d):
+            raise TypeError(f"conv must be an nn.Conv1d, got {type(conv).__name__}")
+        if conv.padding != (0,) or conv.dilation != (1,) or conv.groups != 1:
+            raise ValueError(
+                f"conv must have padding 0, dilation 1 and groups 1, got padding={conv.padding}, "
+                f"dilation={conv.dilation}, groups={conv.groups}"
+            )
+        out_channels, in_channels, kernel = conv.weight.shape
+        self.kernel_size, self.stride, self.in_channels = kernel, conv.stride[0], in_channels
+        self.linear = nn.Linear(kernel * in_channels, out_channels, bias=conv.bias is not None)
+        with torch.no_grad():
+            # window rows are time steps, each `in_channels` wide: weight [out, in, k] -> [out, k * in]
+            self.linear.weight.copy_(conv.weight.detach().permute(0, 2, 1).reshape(out_channels, -1))
+            if conv.bias is not None:
+                self.linear.bias.copy_(conv.bias.detach())
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        time_major = hidden.transpose(1, 2).contiguous()  # free when `hidden` came from another windowed layer
+        batch, steps, channels = time_major.shape
+        if channels != self.in_channels:
+            raise ValueError(f"hidden must have {self.in_channels} channels, got shape {tuple(hidden.shape)}")
+        frames = (steps - self.kernel_size) // self.stride + 1
+        windows = time_major.as_strided(
+            (batch, frames, self.kernel_size * channels), (steps * channels, self.stride * channels, 1),
+            time_major.storage_offset(),
+        )
+        return self.linear(windows).transpose(1, 2)
+
+
+class FoldedGroupNormConv(nn.Module):
+    """MERT's first conv layer (waveform -> C channels) + per-channel GroupNorm + GELU in one product, time-major.
+
+    Why: the GroupNorm normalises each channel over the whole segment, which stock code does in a separate
+    pass over the 512 x 48,000 output (plus a copy for the activation, and one more to make it time-major
+    for a windowed next layer). For a conv of a single input channel, a channel's mean and variance over
+    time follow from the k-sample windows' mean m and k x k covariance S: mean_c = w_c.m, var_c = w_c' S w_c.
+    Folding the norm into per-segment weights, `gelu(windows @ (w * a) + b)`, needs one pass and one buffer.
+    A conv bias cancels in the norm. Equal to the stock layer up to float rounding (statistics in float64).
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        conv, norm = getattr(layer, "conv", None), getattr(layer, "layer_norm", None)
+        if not (isinstance(conv, nn.Conv1d) and isinstance(norm, nn.GroupNorm)):
+            raise TypeError(f"layer must hold a Conv1d `conv` and a GroupNorm `layer_norm`, got {type(layer).__name__}")
+        if conv.in_channels != 1 or norm.num_groups != conv.out_channels or conv.padding != (0,) or conv.dilation != (1,):
+            raise ValueError(
+                "layer must be a one-input-channel, unpadded conv followed by a per-channel GroupNorm "
+                f"(got in_channels={conv.in_channels}, groups={norm.num_groups}, channels={conv.out_channels})"
+            )
+        channels = conv.out_channels
+        self.kernel_size, self.stride, self.eps = conv.kernel_size[0], conv.stride[0], float(norm.eps)
+        # float64 (the statistics need the digits), and not saved: a model holding this layer is a runtime variant
+        self.register_buffer("weight", conv.weight.detach()[:, 0, :].double().clone(), persistent=False)  # [C, k]
+        gamma = norm.weight.detach() if norm.affine else torch.ones(channels)
+        beta = norm.bias.detach() if norm.affine else torch.zeros(channels)
+        self.register_buffer("gamma", gamma.double().clone(), persistent=False)
+        self.register_buffer("beta", beta.double().clone(), persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.dim() != 3 or hidden.shape[1] != 1:
+            raise ValueError(f"hidden must be [batch, 1, samples], got shape {tuple(hidden.shape)}")
+        # GroupNorm ignores a per-channel constant, so removing the waveform's mean changes nothing but
+        # keeps a DC offset from cancelling digits in the float32 product below
+        waveform = hidden[:, 0] - hidden[:, 0].mean(dim=1, keepdim=True, dtype=torch.float64).to(hidden.dtype)
+        batch, samples = waveform.shape
+        frames = (samples - self.kernel_size) // self.stride + 1
+        windows = waveform.as_strided((batch, frames, self.kernel_size), (samples, self.stride, 1), waveform.storage_offset())
+        exact = windows.double()
+        mean = exact.mean(dim=1)  # [B, k]
+        centred = exact - mean[:, None]
+        covariance = centred.transpose(1, 2) @ centred / frames  # [B, k, k], biased like GroupNorm's variance
+        variance = torch.einsum("ck,bkl,cl->bc", self.weight, covariance, self.weight)
+        scale = self.gamma / torch.sqrt(variance + self.eps)  # [B, C]
+        shift = self.beta - (mean @ self.weight.t()) * scale
+        weights = (self.weight.t()[None] * scale[:, None, :]).to(hidden.dtype)  # [B, k, C]
+        out = torch.baddbmm(shift.to(hidden.dtype)[:, None, :], windows, weights)  # [B, frames, C]
+        torch.ops.aten.gelu_(out)  # in place: one 98 MB buffer per 10 s segment instead of three
+        return out.transpose(1, 2)
+
+
+def _quantize_linears_int8(module: nn.Module) -> None:
+    """Replace every `nn.Linear` inside `module` by PyTorch's dynamically quantised int8 Linear, in place."""
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as err:  # pragma: no cover - present in every torch this code supports
+        raise RuntimeError(f"dynamic int8 quantisation needs torch.ao.quantization, missing from torch {torch.__version__}") from err
+    with warnings.catch_warnings():
+        # torch announces a move of eager quantisation to torchao; the API still works and adds no dependency
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
 class MERAlignPreTrainedModel(PreTrainedModel):
     config_class = MERAlignConfig
     base_model_prefix = "meralign"
@@ -127,6 +239,9 @@ class MERAlignModel(MERAlignPreTrainedModel):
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
         self.audio_head = MERAlignHead(config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        # runtime performance options (not saved with the model): see `audio_front_end_batch`, `quantize_for_cpu`
+        self._audio_front_end_batch: int | str = FRONT_END_BATCH_AUTO
+        self._audio_int8 = False
         self.post_init()
 
     @classmethod
@@ -167,7 +282,7 @@ class MERAlignModel(MERAlignPreTrainedModel):
             raise ValueError(f"depth must be an int in [0, {n_layers}] (the tower's layer count), got {depth!r}")
         if input_values.dim() != 2:
             raise ValueError(f"input_values must be [batch, samples], got shape {tuple(input_values.shape)}")
-        features = tower.feature_extractor(input_values).transpose(1, 2)
+        features = self._audio_front_end(input_values)
         frame_mask = None
         if attention_mask is not None:
             frame_mask = tower._get_feature_vector_attention_mask(features.shape[1], attention_mask).bool()
@@ -190,6 +305,94 @@ class MERAlignModel(MERAlignPreTrainedModel):
             # the stable-layer-norm encoder normalises its last output (HubertModel's last_hidden_state)
             states[-1] = encoder.layer_norm(hidden)
         return states, frame_mask
+
+    # ------------------------------------------------------------------------ audio performance options
+    @property
+    def audio_front_end_batch(self) -> int | str:
+        """How many segments the conv front end processes at once: an int, or "auto" (the default).
+
+        The first conv layer turns each 10 s segment into 512 x 48,000 floats (98 MB), and its norm and
+        activation make copies: a batch of 8 needs over a GB for that layer alone. On CPU the front end
+        gains nothing from large batches, so "auto" slices the batch there to at most
+        `FRONT_END_AUTO_SAMPLES` samples (two 10 s segments; peak memory flat in batch size) and runs the
+        whole batch on accelerators. Each segment's convolutions and norms are independent of the others,
+        so slicing changes results only by float rounding (kernels may pick another algorithm per shape).
+        """
+        return self._audio_front_end_batch
+
+    @audio_front_end_batch.setter
+    def audio_front_end_batch(self, value: int | str) -> None:
+        if value != FRONT_END_BATCH_AUTO and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"audio_front_end_batch must be an int >= 1 or {FRONT_END_BATCH_AUTO!r}, got {value!r}")
+        self._audio_front_end_batch = value
+
+    def _audio_front_end(self, input_values: torch.Tensor) -> torch.Tensor:
+        """The conv front end's frames [batch, frames, channels], in slices of `audio_front_end_batch` segments."""
+        front_end = self.audio_model.feature_extractor
+        chunk = self._audio_front_end_batch
+        if chunk == FRONT_END_BATCH_AUTO:
+            on_cpu = input_values.device.type == "cpu"
+            chunk = max(1, FRONT_END_AUTO_SAMPLES // max(1, input_values.shape[-1])) if on_cpu else input_values.shape[0]
+        if chunk >= input_values.shape[0]:
+            return front_end(input_values).transpose(1, 2)
+        # joined channel-major like the whole-batch output, so what follows sees the same memory layout
+        return torch.cat([front_end(part) for part in input_values.split(chunk)]).transpose(1, 2)
+
+    @property
+    def is_quantized_for_cpu(self) -> bool:
+        """True once `quantize_for_cpu` ran: the audio tower holds int8 weights and only runs on CPU."""
+        return self._audio_int8
+
+    def quantize_for_cpu(self, front_end_layers: int = 3) -> "MERAlignModel":
+        """Quantise the audio tower to int8 for CPU inference (in place; returns the model, in eval mode).
+
+        Every `nn.Linear` of the tower (attention, feed-forward, feature projection) becomes PyTorch's
+        dynamically quantised int8 Linear (int8 weights, activations quantised per call with one scale per
+        batch tensor, so a segment's result shifts slightly with what it is batched with). The conv front
+        end is about a third of MERT's FLOPs, almost all in its first layers (time halves at each): the
+        `front_end_layers` conv layers after the first (default 3, about 90% of the front end's FLOPs) are
+        rewritten as Linears over their input windows (`WindowedLinearConv1d`) and quantised too, and the
+        first layer's GroupNorm is folded into its conv (`FoldedGroupNormConv`, float). The later, short
+        conv layers add more error than time, so they stay float, as do the positional conv, norms,
+        attention products, the head and the text tower (cached label embeddings do not change).
+
+        Accuracy: the audio embedding keeps a cosine >= 0.99 to float32 on real-shaped clips (tested for
+        tiny and mid-size towers in tests/test_performance_equivalence.py; above 0.999 at MERT-95M size in
+        benchmarks/). Use the float32 model where exact features matter (feature caches, training). Speed
+        depends on the CPU's int8 support (VNNI/AVX2): see benchmarks/README.md. A quantised model cannot
+        be saved or moved to a GPU: quantise after loading.
+        """
+        if self._audio_int8:
+            return self
+        parameters = list(self.audio_model.parameters())
+        devices = {p.device.type for p in parameters}
+        if devices != {"cpu"}:
+            raise ValueError(f"quantize_for_cpu needs the audio tower on the CPU, but it is on {sorted(devices)}")
+        dtypes = {p.dtype for p in parameters}
+        if dtypes != {torch.float32}:
+            raise ValueError(f"quantize_for_cpu needs a float32 audio tower, got {sorted(map(str, dtypes))}")
+        conv_layers = self.audio_model.feature_extractor.conv_layers
+        most = len(conv_layers) - 1
+        if isinstance(front_end_layers, bool) or not isinstance(front_end_layers, int) or not 0 <= front_end_layers <= most:
+            raise ValueError(f"front_end_layers must be an int in [0, {most}], got {front_end_layers!r}")
+        if front_end_layers and self.config.audio_config.feat_extract_norm == "group" and \
+                self.config.audio_config.feat_extract_activation == "gelu":
+            conv_layers[0] = FoldedGroupNormConv(conv_layers[0])  # time-major output: no copy before layer 1
+        for layer in conv_layers[1 : 1 + front_end_layers]:
+            layer.conv = WindowedLinearConv1d(layer.conv)
+        _quantize_linears_int8(self.audio_model)
+        self._audio_int8 = True
+        return self.eval()
+
+    def save_pretrained(self, *args, **kwargs):
+        """As `PreTrainedModel.save_pretrained`, but refuses an int8-quantised model (its packed weights
+        would not reload): save the float32 model and call `quantize_for_cpu` after loading it."""
+        if getattr(self, "_audio_int8", False):
+            raise ValueError(
+                "this model's audio tower was quantised with quantize_for_cpu(): save the float32 model "
+                "and quantise after loading it"
+            )
+        return super().save_pretrained(*args, **kwargs)
 
     def pooled_audio_layers(
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, pooling: str | None = None

@@ -71,6 +71,17 @@ def build_tiny_model(
     return model.eval()
 
 
+def build_mert_95m_model(text_name_or_path: str | None = None, *, seed: int = 0, **config_kwargs) -> MERAlignModel:
+    """A MERAlignModel with MERT-v1-95M's full architecture (random weights) and the paper's head layout.
+
+    For benchmarks: speed and memory depend on the shapes, not on the weights. Layers 3, 6, 9, 12 and an
+    MLP head of width 768 (the MERAlignConfig defaults) unless `config_kwargs` say otherwise.
+    """
+    config_kwargs.setdefault("feature_layers", [3, 6, 9, 12])
+    config_kwargs.setdefault("head_hidden_size", 768)
+    return build_tiny_model(text_name_or_path, seed=seed, audio_config=mert_95m_audio_config(), **config_kwargs)
+
+
 def save_model_with_processors(model: MERAlignModel, output_dir, text_name_or_path: str | None = None) -> None:
     """Write the model, its processors, remote code and pipeline entry to one folder (see meralign.hub)."""
     from meralign.hub import save_model_folder
