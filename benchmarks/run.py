@@ -77,13 +77,13 @@ def environment() -> dict:
     return env
 
 
-def write_result(name: str, payload: dict) -> Path:
+def write_result(name: str, payload: dict, results: Path = RESULTS) -> Path:
     from meralign.utils import atomic_write_json
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
     atomic_write_json(path, payload)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return path
 
 
@@ -135,7 +135,8 @@ def wait_for_idle(seconds: float) -> float:
     while os.getloadavg()[0] >= limit and time.monotonic() < start + seconds:
         time.sleep(5)
     if os.getloadavg()[0] >= limit:
-        print(f"  note: load average {load_average()} on {os.cpu_count()} cores: other work slows these numbers")
+        print(f"  note: load average {load_average()} on {os.cpu_count()} cores (a part that just ran counts too): "
+              "other work slows these numbers")
     return time.monotonic() - start
 
 
@@ -780,11 +781,14 @@ def training_child(spec: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- Markdown table
-def markdown_tables() -> str:
-    """The README's Performance tables, from the JSON files in benchmarks/results/."""
-    def load(name: str) -> dict | None:
-        path = RESULTS / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+def markdown_tables(results: Path = RESULTS) -> str:
+    """The README's Performance tables, from the JSON files in `results` (default benchmarks/results/)."""
+    def load(*names: str) -> dict | None:
+        for name in names:  # the first that exists: a --full memory run is preferred to a --quick one
+            path = results / f"{name}.json"
+            if path.exists():
+                return json.loads(path.read_text())
+        return None
 
     lines = []
     cpu = load("cpu_vs_clap")
@@ -792,21 +796,23 @@ def markdown_tables() -> str:
         env = cpu["environment"]
         lines += [f"**CPU, {cpu['clip_seconds']:g} s clip, {cpu['n_labels']} labels, {cpu['threads']} threads** "
                   f"({env['cpu']}, {env['cpu_count']} cores, torch {env['torch']}; load average "
-                  f"{cpu['load_average_before'][0]} before, {cpu['load_average_after'][0]} after; fastest of "
+                  f"{cpu['load_average_before'][0]} before, {cpu['load_average_after'][0]} after, this run included; fastest of "
                   f"{len(cpu['peers']['meralign_fp32']['new_labels']['runs_s'])}+ runs)", "",
-                  "| pipeline | audio analysed | new labels | repeated (labels cached) | per analysed audio-second "
-                  "(new / repeated) | vs CLAP per audio-second (new / repeated) |",
-                  "|---|---|---|---|---|---|"]
+                  "| pipeline | audio analysed | new labels | repeated (labels cached) | wall time vs CLAP "
+                  "(new / repeated) | per analysed audio-second (new / repeated) | vs CLAP per audio-second |",
+                  "|---|---|---|---|---|---|---|"]
         for name, label in (("clap", "CLAP (transformers zero-shot-audio-classification)"),
                             ("meralign_fp32", "meralign, float32 (default)"),
                             ("meralign_int8", "meralign, `quantize_for_cpu()` int8")):
             peer = cpu["peers"][name]
             new, rep = peer["new_labels"], peer["repeated"]
-            ratio = "1" if name == "clap" else " / ".join(
-                f"{cpu['ratios'][f'{name}/{case}']['per_analysed_audio_second_ratio_vs_clap']:.2f}x"
-                for case in ("new_labels", "repeated"))
+            def ratio(key: str) -> str:
+                if name == "clap":
+                    return "1"
+                return " / ".join(f"{cpu['ratios'][f'{name}/{case}'][key]:.2f}x" for case in ("new_labels", "repeated"))
             lines.append(f"| {label} | {peer['analysed_audio_seconds']:g} s | {new['min_s']:.2f} s | {rep['min_s']:.2f} s | "
-                         f"{new['per_analysed_audio_second_s']:.3f} / {rep['per_analysed_audio_second_s']:.3f} s | {ratio} |")
+                         f"{ratio('wall_time_ratio_vs_clap')} | {new['per_analysed_audio_second_s']:.3f} / "
+                         f"{rep['per_analysed_audio_second_s']:.3f} s | {ratio('per_analysed_audio_second_ratio_vs_clap')} |")
         gflop = cpu.get("audio_gflop")
         if gflop:
             lines += ["", f"Audio-side compute per 10 s window: CLAP {gflop['clap_gflop_per_10s']:g} GFLOP, "
@@ -820,7 +826,7 @@ def markdown_tables() -> str:
             if not name.startswith("_"):
                 lines.append(f"| {name} | {entry['min_s']:.2f} s | {entry['per_audio_second_s']:.3f} s | "
                              f"{entry['speedup_vs_stock']:.2f}x |")
-    mem = load("long_file_memory")
+    mem = load("long_file_memory", "long_file_memory_quick")
     if mem:
         lines += ["", f"**Peak RSS, classifying one long file** ({mem['mode']} run; load average "
                       f"{mem['load_average_before'][0]} before)", "",
@@ -870,7 +876,8 @@ def parse_args(argv=None):
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="before each part, wait up to this long for the 1-minute load average to fall below "
                              "half the core count (other work on the machine slows every number down)")
-    parser.add_argument("--table", action="store_true", help="print the README tables from benchmarks/results/ and exit")
+    parser.add_argument("--table", action="store_true", help="print the README tables from the results folder and exit")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON files go (default: %(default)s)")
     parser.add_argument("--gpu-on-cpu", action="store_true", help=argparse.SUPPRESS)  # code-path check of the GPU part
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--training-child", help=argparse.SUPPRESS)
@@ -879,7 +886,7 @@ def parse_args(argv=None):
         parser.error(f"--threads must be >= 1, got {args.threads}")
     args.quick = not args.full
     args.repeats = 5 if args.full else 2
-    args.lever_repeats = 3 if args.full else 1
+    args.lever_repeats = 3 if args.full else 2
     return args
 
 
@@ -892,7 +899,7 @@ def main(argv=None) -> int:
         training_child(json.loads(args.training_child))
         return 0
     if args.table:
-        print(markdown_tables())
+        print(markdown_tables(args.results_dir))
         return 0
     torch.set_num_threads(args.threads)
     runners = {"cpu": bench_cpu, "memory": bench_memory, "gpu": bench_gpu, "training": bench_training}
@@ -910,7 +917,9 @@ def main(argv=None) -> int:
             if part == "gpu" and args.gpu_on_cpu:  # a check of the code path, not a measurement: not kept
                 print(json.dumps(result, indent=1, default=str)[:4000])
             else:
-                write_result(names[part], result)
+                # the long --full memory run keeps its own file: a --quick run does not replace its figures
+                suffix = "_quick" if part == "memory" and not args.full else ""
+                write_result(names[part] + suffix, result, args.results_dir)
     print(f"done in {time.perf_counter() - start:.0f} s")
     return 0
 
