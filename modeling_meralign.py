@@ -477,7 +477,10 @@ def _read_mert_config(path: str) -> dict:
     if os.path.isdir(path):
         config_file = os.path.join(path, "config.json")
     else:  # a Hub id: fetch only the config (uses the local cache when offline)
-        from huggingface_hub import hf_hub_download
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError as err:  # only the builder needs it, never a Hub user loading a model
+            raise ImportError("building from a MERT Hub id needs huggingface_hub; or pass a local checkpoint folder") from err
 
         config_file = hf_hub_download(path, "config.json")
     with open(config_file, encoding="utf-8") as f:
