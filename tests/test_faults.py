@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import meralign.training as training
 import meralign.utils as utils
 from fake_cache import make_cache
 from meralign.data.tracks import Track
+from helpers import torch_threads
 from meralign.features import extract_features, load_cache
 from meralign.tiny import build_tiny_model
 from meralign.training import FitArguments, fit, load_head
@@ -60,17 +60,6 @@ class DiskFull:
         return wrapper
 
 
-@contextmanager
-def one_thread():
-    """Caches compared bit for bit need the same thread count; one thread also keeps a shared machine steady."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------------- extraction
 @pytest.fixture(scope="module")
 def model():
@@ -92,7 +81,7 @@ def tracks(tmp_path_factory) -> list[Track]:
 
 
 def extract(model, tracks, cache_dir):
-    with one_thread():
+    with torch_threads(1):
         return extract_features(model, tracks, cache_dir, batch_size=2, tracks_per_shard=1, progress=False)
 
 
@@ -262,7 +251,7 @@ def metrics(output_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def straight_run(cache, vocab_files, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
-    with one_thread():
+    with torch_threads(1):
         fit(fit_args(out, vocab_files), cache)
     return out
 
@@ -313,7 +302,7 @@ def test_disk_full_during_checkpointing_keeps_the_last_checkpoint_and_resume_fin
 
     monkeypatch.setattr(training, "save_head", recording_save_head)
     monkeypatch.setattr(target, attribute, disk.wrap(getattr(target, attribute), partial))
-    with one_thread(), pytest.raises(OSError) as info:
+    with torch_threads(1), pytest.raises(OSError) as info:
         fit(fit_args(out, vocab_files), cache)
     monkeypatch.undo()
     assert disk.fired and info.value.errno == ENOSPC
@@ -333,7 +322,7 @@ def test_disk_full_during_checkpointing_keeps_the_last_checkpoint_and_resume_fin
     if fault == "best head":  # the failed save left the previous best head byte for byte
         assert saved_heads and (out / "best" / training.HEAD_FILE).read_bytes() == saved_heads[-1]
 
-    with one_thread():
+    with torch_threads(1):
         fit(fit_args(out, vocab_files, resume=True), cache)
     resumed, straight = metrics(out), metrics(straight_run)
     assert [r["epoch"] for r in resumed] == [0, 1, 2, 3]

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch  # noqa: E402
 
 from audio_meralign import iter_segments  # noqa: E402
 from meralign.data.tracks import Track  # noqa: E402
+from helpers import torch_threads  # noqa: E402
 from meralign.features import (  # noqa: E402
     ExtractionWarning,
     extract_features,
@@ -57,17 +57,6 @@ def write_clip(path: Path, seconds: float, rate: int, seed: int) -> None:
     t = np.arange(int(round(seconds * rate))) / rate
     audio = 0.3 * np.sin(2 * np.pi * (220 + 40 * seed) * t) + 0.05 * rng.standard_normal(len(t))
     sf.write(path, audio.astype(np.float32), rate)
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Bitwise-equal caches need equal thread counts (matmul reductions are blocked per thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

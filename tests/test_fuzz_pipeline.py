@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 import audio_meralign
 import pipeline_meralign
+from helpers import make_pipeline
 from configuration_meralign import MERAlignConfig
 from meralign.tiny import tiny_audio_config
 from modeling_meralign import MERAlignModel, build_processors
@@ -145,13 +146,6 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def processors(tiny_model):
     return build_processors(tiny_model.config, tiny_model.config.text_name_or_path)
-
-
-def make_pipeline(model, processors):
-    # The class itself, not pipeline(TASK, ...): loading an exported model with trust_remote_code elsewhere in
-    # the session re-registers the task to that folder's copy of the module, whose globals this file patches not.
-    feature_extractor, tokenizer = processors
-    return pipeline_meralign.ZeroShotMusicEmotionPipeline(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from scipy.signal import resample_poly
 
 import audio_meralign
 import pipeline_meralign
+from helpers import make_pipeline
 from modeling_meralign import build_processors
 
 TASK = "zero-shot-music-emotion"
@@ -92,13 +93,6 @@ def expected_timeline(n_samples: int, seg_seconds: float = SEG, sr: int = SR) ->
 @pytest.fixture(scope="module")
 def processors(tiny_model):
     return build_processors(tiny_model.config, tiny_model.config.text_name_or_path)
-
-
-def make_pipeline(model, processors):
-    # The class itself, not pipeline(TASK, ...): loading an exported model with trust_remote_code elsewhere in
-    # the session re-registers the task to that folder's copy of the module, which tests here patch not.
-    feature_extractor, tokenizer = processors
-    return pipeline_meralign.ZeroShotMusicEmotionPipeline(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor)
 
 
 @pytest.fixture(scope="module")
