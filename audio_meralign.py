@@ -10,21 +10,28 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
 
 import numpy as np
 
 URL_PREFIXES = ("http://", "https://", "ftp://", "s3://", "gs://")
 # Integer PCM is scaled to [-1, 1) by its full-scale value.
-_INT_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int64): 2.0**63}
+_INT_SCALE = {
+    np.dtype(np.int8): 2.0**7,
+    np.dtype(np.int16): 2.0**15,
+    np.dtype(np.int32): 2.0**31,
+    np.dtype(np.int64): 2.0**63,
+}
 _MAX_SAMPLING_RATE = 1_000_000
 # resample_poly designs a FIR of 20 * max(up, down) + 1 taps. An odd rate coprime with the target (383999 Hz,
 # or any rate in a forged file header) would need up to 20 M taps: ~1 GB and seconds just to design it. Ratios
 # whose reduced terms exceed this bound are replaced by the closest ratio within it (a time-scale error below
 # 1/32768); every common rate, and every rate up to 32768 Hz, keeps its exact ratio.
 _MAX_RATIO_TERM = 1 << 15
+# Sample magnitudes above this are refused (see check_samples): 1e9 is 30,000 times int16 full scale.
+MAX_SAMPLE_MAGNITUDE = 1e9
 
 
 def _soundfile():
@@ -60,7 +67,9 @@ def to_float_mono(array, argument: str = "audio") -> np.ndarray:
         except ValueError as err:  # ragged nesting: numpy's message does not say which argument
             raise ValueError(f"{argument} is a ragged nested list: expected equal-length channels ({err})") from None
     if not isinstance(array, np.ndarray):
-        raise TypeError(f"{argument} must be a numpy array, a torch tensor, a path, bytes or a dict; got {type(array).__name__}")
+        raise TypeError(
+            f"{argument} must be a numpy array, a torch tensor, a path, bytes or a dict; got {type(array).__name__}"
+        )
     dtype = array.dtype
     if dtype in _INT_SCALE:
         array = array.astype(np.float32) / np.float32(_INT_SCALE[dtype])
@@ -78,9 +87,21 @@ def to_float_mono(array, argument: str = "audio") -> np.ndarray:
     return array
 
 
-def check_finite(samples: np.ndarray, argument: str = "audio") -> None:
+def check_samples(samples: np.ndarray, argument: str = "audio") -> None:
+    """Refuse what is not audio: NaN or infinite samples, and finite ones far beyond full scale.
+
+    Float audio is expected in [-1, 1]. Far beyond it (above MAX_SAMPLE_MAGNITUDE) the squares in the tower's
+    normalisation overflow float32 and the scores come out uniform, silently; refusing such input is the only
+    honest answer. The bound leaves room for unnormalised float audio (int16 or int24 values as floats).
+    """
     if not np.isfinite(samples).all():
         raise ValueError(f"{argument} contains NaN or infinite samples")
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise ValueError(
+            f"{argument} has samples of magnitude {peak:.3g}: float audio is expected in [-1, 1], and samples above "
+            f"{MAX_SAMPLE_MAGNITUDE:.0e} overflow the model (scale the waveform to full scale first)"
+        )
 
 
 def _resample_factors(orig_sr: int, target_sr: int) -> tuple[int, int]:
@@ -162,7 +183,9 @@ def _open_sound(source, name: str, block: int) -> _BlockReader:
     return _BlockReader(rate, frames, blocks(), handle.close)
 
 
-def open_audio(source, sampling_rate: int | None = None, *, allow_urls: bool = False, block: int = 1 << 16) -> _BlockReader:
+def open_audio(
+    source, sampling_rate: int | None = None, *, allow_urls: bool = False, block: int = 1 << 16
+) -> _BlockReader:
     """Open any supported audio input for sequential reading.
 
     `source`: a path (str or os.PathLike), raw bytes of a file, a numpy array / torch tensor at
@@ -179,7 +202,10 @@ def open_audio(source, sampling_rate: int | None = None, *, allow_urls: bool = F
         path = os.fspath(source)
         if path.lower().startswith(URL_PREFIXES):
             if not allow_urls:
-                raise ValueError(f"audio {path!r} is a URL: download it first and pass the local file (or opt in with allow_urls=True)")
+                raise ValueError(
+                    f"audio {path!r} is a URL: download it first and pass the local file (or opt in with "
+                    "allow_urls=True)"
+                )
             return _open_sound(io.BytesIO(_download(path)), repr(path), block)
         if not os.path.isfile(path):
             raise ValueError(f"audio file not found: {path!r}")
@@ -201,7 +227,9 @@ def _open_dict(source: dict, *, allow_urls: bool, block: int) -> _BlockReader:
         return open_audio(source["bytes"], block=block)
     if source.get("path"):
         return open_audio(source["path"], allow_urls=allow_urls, block=block)
-    raise ValueError(f"audio dict must have 'array'/'raw' with 'sampling_rate', or 'path'/'bytes'; got keys {sorted(source)}")
+    raise ValueError(
+        f"audio dict must have 'array'/'raw' with 'sampling_rate', or 'path'/'bytes'; got keys {sorted(source)}"
+    )
 
 
 def _download(url: str) -> bytes:
@@ -257,7 +285,9 @@ def iter_segments(
         reader.close()
 
 
-def _segments_from_reader(reader: _BlockReader, target_sr: int, seg: int, min_last_fraction: float) -> Iterator[Segment]:
+def _segments_from_reader(
+    reader: _BlockReader, target_sr: int, seg: int, min_last_fraction: float
+) -> Iterator[Segment]:
     up, down = _resample_factors(reader.sampling_rate, target_sr)
     # Output sample m of resample_poly(x[j*down:], up, down) is global output sample j*up + m, so windows
     # start on multiples of `down` source samples; `margin` blocks cover the FIR's half-length on each side.
@@ -277,7 +307,7 @@ def _segments_from_reader(reader: _BlockReader, target_sr: int, seg: int, min_la
             if block is None:
                 exhausted = True
             else:
-                check_finite(block)
+                check_samples(block)
                 buffer = np.concatenate([buffer, block])
         total = buffer_start + len(buffer)
         total_out = -(-total * up // down)  # resample_poly's output length for the whole input
@@ -310,5 +340,5 @@ def load_audio(source, target_sr: int, *, sampling_rate: int | None = None, allo
     samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     if not len(samples):
         raise ValueError("audio is empty: it has no samples")
-    check_finite(samples)
+    check_samples(samples)
     return resample(samples, reader.sampling_rate, target_sr)

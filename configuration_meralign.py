@@ -1,7 +1,7 @@
 """Configuration of MERAlign: a MERT-shaped audio tower, a projection head and a sentence-transformer text tower.
 
-This file is part of the model's remote code: it imports only transformers (and the standard library),
-so a Hub user needs nothing but transformers to load it.
+This file is part of the model's remote code: it imports only transformers, the standard library and the
+sibling scoring rules, so a Hub user needs nothing but transformers to load it.
 """
 
 from __future__ import annotations
@@ -10,9 +10,15 @@ import math
 
 from transformers import BertConfig, HubertConfig, PretrainedConfig
 
+try:
+    from .scoring_meralign import AGGREGATIONS, check_template
+except ImportError:  # imported as a top-level module (local use, tests)
+    from scoring_meralign import AGGREGATIONS, check_template
+
 POOLINGS = ("mean", "first")
 HEAD_TYPES = ("mlp", "attention")
-AGGREGATIONS = ("mean", "vote")
+# The config fields that size the projection head (MERAlignHead takes them as keyword arguments).
+HEAD_ARGUMENTS = ("head_type", "head_hidden_size", "head_num_layers", "head_num_heads", "head_dropout")
 
 
 def _as_float(name: str, value) -> float:
@@ -134,7 +140,8 @@ class MERAlignConfig(PretrainedConfig):
             _check_positive_int(name, getattr(self, name))
         if self.head_type == "attention" and self.head_hidden_size % self.head_num_heads:
             raise ValueError(
-                f"head_hidden_size ({self.head_hidden_size}) must be divisible by head_num_heads ({self.head_num_heads})"
+                f"head_hidden_size ({self.head_hidden_size}) must be divisible by head_num_heads "
+                f"({self.head_num_heads})"
             )
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
@@ -143,7 +150,10 @@ class MERAlignConfig(PretrainedConfig):
                 f"projection_size ({self.projection_size}) must equal the text tower's hidden_size "
                 f"({self.text_config.hidden_size}): audio is projected into the text embedding space"
             )
-        if not (isinstance(self.segment_seconds, float) and math.isfinite(self.segment_seconds) and self.segment_seconds > 0):
+        if not (
+            isinstance(self.segment_seconds, float)
+            and math.isfinite(self.segment_seconds)
+            and self.segment_seconds > 0
+        ):
             raise ValueError(f"segment_seconds must be a positive number, got {self.segment_seconds!r}")
-        if not isinstance(self.hypothesis_template, str) or "{}" not in self.hypothesis_template:
-            raise ValueError(f"hypothesis_template must be a string containing '{{}}', got {self.hypothesis_template!r}")
+        check_template(self.hypothesis_template)

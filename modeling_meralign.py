@@ -8,7 +8,6 @@ longer returns hidden states on transformers 5).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +18,11 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 try:
-    from .configuration_meralign import POOLINGS, MERAlignConfig
+    from .configuration_meralign import HEAD_ARGUMENTS, HEAD_TYPES, POOLINGS, MERAlignConfig
+    from .cpu_meralign import quantize_audio_tower_int8
 except ImportError:  # imported as a top-level module (local use, tests)
-    from configuration_meralign import POOLINGS, MERAlignConfig
+    from configuration_meralign import HEAD_ARGUMENTS, HEAD_TYPES, POOLINGS, MERAlignConfig
+    from cpu_meralign import quantize_audio_tower_int8
 
 
 @dataclass
@@ -63,34 +64,61 @@ class MERAlignHead(nn.Module):
     The output is L2-normalised so a dot product with a label embedding is a cosine.
     """
 
-    def __init__(self, config: MERAlignConfig):
+    def __init__(
+        self,
+        n_layers: int,
+        hidden_size: int,
+        projection_size: int,
+        head_type: str = "mlp",
+        head_hidden_size: int = 768,
+        head_num_layers: int = 2,
+        head_num_heads: int = 8,
+        head_dropout: float = 0.1,
+    ):
         super().__init__()
-        n_layers = len(config.feature_layers)
-        hidden = config.audio_config.hidden_size
-        width = config.head_hidden_size
-        self.head_type = config.head_type
-        if config.head_type == "mlp":
+        width = head_hidden_size
+        self.head_type = head_type
+        if head_type == "mlp":
             self.net = nn.Sequential(
-                nn.LayerNorm(n_layers * hidden),
-                nn.Linear(n_layers * hidden, width),
+                nn.LayerNorm(n_layers * hidden_size),
+                nn.Linear(n_layers * hidden_size, width),
                 nn.GELU(),
-                nn.Dropout(config.head_dropout),
-                nn.Linear(width, config.projection_size),
+                nn.Dropout(head_dropout),
+                nn.Linear(width, projection_size),
             )
-        else:
-            self.input_proj = nn.Linear(hidden, width)
+        elif head_type == "attention":
+            self.input_proj = nn.Linear(hidden_size, width)
             self.layer_embedding = nn.Parameter(torch.zeros(n_layers, width))
             block = nn.TransformerEncoderLayer(
-                width, config.head_num_heads, dim_feedforward=4 * width, dropout=config.head_dropout,
-                activation="gelu", batch_first=True, norm_first=True,
+                width,
+                head_num_heads,
+                dim_feedforward=4 * width,
+                dropout=head_dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             )
-            self.encoder = nn.TransformerEncoder(block, config.head_num_layers, enable_nested_tensor=False)
+            self.encoder = nn.TransformerEncoder(block, head_num_layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(width)
-            self.output_proj = nn.Linear(width, config.projection_size)
+            self.output_proj = nn.Linear(width, projection_size)
+        else:
+            raise ValueError(f"head_type must be one of {HEAD_TYPES}, got {head_type!r}")
+
+    @classmethod
+    def from_config(cls, config: MERAlignConfig) -> MERAlignHead:
+        """The head a model config describes (its sizes, and the selected layers' count and width)."""
+        return cls(
+            len(config.feature_layers),
+            config.audio_config.hidden_size,
+            config.projection_size,
+            **{name: getattr(config, name) for name in HEAD_ARGUMENTS},
+        )
 
     def forward(self, layer_features: torch.Tensor) -> torch.Tensor:
         if layer_features.dim() != 3:
-            raise ValueError(f"layer_features must be [batch, n_layers, hidden], got shape {tuple(layer_features.shape)}")
+            raise ValueError(
+                f"layer_features must be [batch, n_layers, hidden], got shape {tuple(layer_features.shape)}"
+            )
         if self.head_type == "mlp":
             projected = self.net(layer_features.flatten(1))
         else:
@@ -103,111 +131,6 @@ FRONT_END_BATCH_AUTO = "auto"
 # "auto" front-end slices on CPU hold at most this many samples (two 10 s segments at 24 kHz): MERT's first
 # conv layer then outputs at most 512 x 96,000 floats (197 MB) at a time, whatever the batch size.
 FRONT_END_AUTO_SAMPLES = 480_000
-
-
-class WindowedLinearConv1d(nn.Module):
-    """An unpadded, ungrouped `nn.Conv1d` computed as one `nn.Linear` over strided windows of its input.
-
-    Why: PyTorch's dynamic int8 quantisation covers `nn.Linear` only, and MERT's conv front end is about a
-    third of its FLOPs. Written as a Linear over each output frame's input window, a conv layer becomes
-    quantisable. Input and output are `[batch, channels, time]` like `Conv1d`, but the output is a
-    transposed view of time-major memory: the next windowed layer reads it without a copy.
-    """
-
-    def __init__(self, conv: nn.Conv1d):
-        super().__init__()
-        if not isinstance(conv, nn.Conv1d):
-            raise TypeError(f"conv must be an nn.Conv1d, got {type(conv).__name__}")
-        if conv.padding != (0,) or conv.dilation != (1,) or conv.groups != 1:
-            raise ValueError(
-                f"conv must have padding 0, dilation 1 and groups 1, got padding={conv.padding}, "
-                f"dilation={conv.dilation}, groups={conv.groups}"
-            )
-        out_channels, in_channels, kernel = conv.weight.shape
-        self.kernel_size, self.stride, self.in_channels = kernel, conv.stride[0], in_channels
-        self.linear = nn.Linear(kernel * in_channels, out_channels, bias=conv.bias is not None)
-        with torch.no_grad():
-            # window rows are time steps, each `in_channels` wide: weight [out, in, k] -> [out, k * in]
-            self.linear.weight.copy_(conv.weight.detach().permute(0, 2, 1).reshape(out_channels, -1))
-            if conv.bias is not None:
-                self.linear.bias.copy_(conv.bias.detach())
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        time_major = hidden.transpose(1, 2).contiguous()  # free when `hidden` came from another windowed layer
-        batch, steps, channels = time_major.shape
-        if channels != self.in_channels:
-            raise ValueError(f"hidden must have {self.in_channels} channels, got shape {tuple(hidden.shape)}")
-        frames = (steps - self.kernel_size) // self.stride + 1
-        windows = time_major.as_strided(
-            (batch, frames, self.kernel_size * channels), (steps * channels, self.stride * channels, 1),
-            time_major.storage_offset(),
-        )
-        return self.linear(windows).transpose(1, 2)
-
-
-class FoldedGroupNormConv(nn.Module):
-    """MERT's first conv layer (waveform -> C channels) + per-channel GroupNorm + GELU in one product, time-major.
-
-    Why: the GroupNorm normalises each channel over the whole segment, which stock code does in a separate
-    pass over the 512 x 48,000 output (plus a copy for the activation, and one more to make it time-major
-    for a windowed next layer). For a conv of a single input channel, a channel's mean and variance over
-    time follow from the k-sample windows' mean m and k x k covariance S: mean_c = w_c.m, var_c = w_c' S w_c.
-    Folding the norm into per-segment weights, `gelu(windows @ (w * a) + b)`, needs one pass and one buffer.
-    A conv bias cancels in the norm. Equal to the stock layer up to float rounding (statistics in float64).
-    """
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        conv, norm = getattr(layer, "conv", None), getattr(layer, "layer_norm", None)
-        if not (isinstance(conv, nn.Conv1d) and isinstance(norm, nn.GroupNorm)):
-            raise TypeError(f"layer must hold a Conv1d `conv` and a GroupNorm `layer_norm`, got {type(layer).__name__}")
-        if conv.in_channels != 1 or norm.num_groups != conv.out_channels or conv.padding != (0,) or conv.dilation != (1,):
-            raise ValueError(
-                "layer must be a one-input-channel, unpadded conv followed by a per-channel GroupNorm "
-                f"(got in_channels={conv.in_channels}, groups={norm.num_groups}, channels={conv.out_channels})"
-            )
-        channels = conv.out_channels
-        self.kernel_size, self.stride, self.eps = conv.kernel_size[0], conv.stride[0], float(norm.eps)
-        # float64 (the statistics need the digits), and not saved: a model holding this layer is a runtime variant
-        self.register_buffer("weight", conv.weight.detach()[:, 0, :].double().clone(), persistent=False)  # [C, k]
-        gamma = norm.weight.detach() if norm.affine else torch.ones(channels)
-        beta = norm.bias.detach() if norm.affine else torch.zeros(channels)
-        self.register_buffer("gamma", gamma.double().clone(), persistent=False)
-        self.register_buffer("beta", beta.double().clone(), persistent=False)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.dim() != 3 or hidden.shape[1] != 1:
-            raise ValueError(f"hidden must be [batch, 1, samples], got shape {tuple(hidden.shape)}")
-        # GroupNorm ignores a per-channel constant, so removing the waveform's mean changes nothing but
-        # keeps a DC offset from cancelling digits in the float32 product below
-        waveform = hidden[:, 0] - hidden[:, 0].mean(dim=1, keepdim=True, dtype=torch.float64).to(hidden.dtype)
-        batch, samples = waveform.shape
-        frames = (samples - self.kernel_size) // self.stride + 1
-        windows = waveform.as_strided((batch, frames, self.kernel_size), (samples, self.stride, 1), waveform.storage_offset())
-        exact = windows.double()
-        mean = exact.mean(dim=1)  # [B, k]
-        centred = exact - mean[:, None]
-        covariance = centred.transpose(1, 2) @ centred / frames  # [B, k, k], biased like GroupNorm's variance
-        variance = torch.einsum("ck,bkl,cl->bc", self.weight, covariance, self.weight)
-        scale = self.gamma / torch.sqrt(variance + self.eps)  # [B, C]
-        shift = self.beta - (mean @ self.weight.t()) * scale
-        weights = (self.weight.t()[None] * scale[:, None, :]).to(hidden.dtype)  # [B, k, C]
-        out = torch.baddbmm(shift.to(hidden.dtype)[:, None, :], windows, weights)  # [B, frames, C]
-        torch.ops.aten.gelu_(out)  # in place: one 98 MB buffer per 10 s segment instead of three
-        return out.transpose(1, 2)
-
-
-def _quantize_linears_int8(module: nn.Module) -> None:
-    """Replace every `nn.Linear` inside `module` by PyTorch's dynamically quantised int8 Linear, in place."""
-    try:
-        from torch.ao.quantization import quantize_dynamic
-    except ImportError as err:  # pragma: no cover - present in every torch this code supports
-        raise RuntimeError(f"dynamic int8 quantisation needs torch.ao.quantization, missing from torch {torch.__version__}") from err
-    with warnings.catch_warnings():
-        # torch announces a move of eager quantisation to torchao; the API still works and adds no dependency
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 class MERAlignPreTrainedModel(PreTrainedModel):
@@ -237,7 +160,7 @@ class MERAlignModel(MERAlignPreTrainedModel):
         super().__init__(config)
         self.audio_model = HubertModel(config.audio_config)
         self.text_model = BertModel(config.text_config, add_pooling_layer=False)
-        self.audio_head = MERAlignHead(config)
+        self.audio_head = MERAlignHead.from_config(config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         # runtime performance options (not saved with the model): see `audio_front_end_batch`, `quantize_for_cpu`
         self._audio_front_end_batch: int | str = FRONT_END_BATCH_AUTO
@@ -255,7 +178,9 @@ class MERAlignModel(MERAlignPreTrainedModel):
         """
         audio = load_mert_tower(mert_name_or_path)
         text = load_text_tower(text_name_or_path)
-        config = MERAlignConfig(audio_config=audio.config.to_dict(), text_config=text.config.to_dict(), **config_kwargs)
+        config = MERAlignConfig(
+            audio_config=audio.config.to_dict(), text_config=text.config.to_dict(), **config_kwargs
+        )
         model = cls(config)
         model.audio_model.load_state_dict(audio.state_dict())
         model.text_model.load_state_dict(text.state_dict())
@@ -332,7 +257,9 @@ class MERAlignModel(MERAlignPreTrainedModel):
         chunk = self._audio_front_end_batch
         if chunk == FRONT_END_BATCH_AUTO:
             on_cpu = input_values.device.type == "cpu"
-            chunk = max(1, FRONT_END_AUTO_SAMPLES // max(1, input_values.shape[-1])) if on_cpu else input_values.shape[0]
+            chunk = (
+                max(1, FRONT_END_AUTO_SAMPLES // max(1, input_values.shape[-1])) if on_cpu else input_values.shape[0]
+            )
         if chunk >= input_values.shape[0]:
             return front_end(input_values).transpose(1, 2)
         # joined channel-major like the whole-batch output, so what follows sees the same memory layout
@@ -343,7 +270,7 @@ class MERAlignModel(MERAlignPreTrainedModel):
         """True once `quantize_for_cpu` ran: the audio tower holds int8 weights and only runs on CPU."""
         return self._audio_int8
 
-    def quantize_for_cpu(self, front_end_layers: int = 3) -> "MERAlignModel":
+    def quantize_for_cpu(self, front_end_layers: int = 3) -> MERAlignModel:
         """Quantise the audio tower to int8 for CPU inference (in place; returns the model, in eval mode).
 
         Every `nn.Linear` of the tower (attention, feed-forward, feature projection) becomes PyTorch's
@@ -351,37 +278,18 @@ class MERAlignModel(MERAlignPreTrainedModel):
         batch tensor, so a segment's result shifts slightly with what it is batched with). The conv front
         end is about a third of MERT's FLOPs, almost all in its first layers (time halves at each): the
         `front_end_layers` conv layers after the first (default 3, about 90% of the front end's FLOPs) are
-        rewritten as Linears over their input windows (`WindowedLinearConv1d`) and quantised too, and the
-        first layer's GroupNorm is folded into its conv (`FoldedGroupNormConv`, float). The later, short
-        conv layers add more error than time, so they stay float, as do the positional conv, norms,
-        attention products, the head and the text tower (cached label embeddings do not change).
+        rewritten as Linears over their input windows and quantised too, and the first layer's GroupNorm is
+        folded into its conv (cpu_meralign.py). The later, short conv layers add more error than time, so
+        they stay float, as do the positional conv, norms, attention products, the head and the text tower.
 
         Accuracy: the audio embedding keeps a cosine >= 0.99 to float32 on real-shaped clips (tested for
-        tiny and mid-size towers in tests/test_performance_equivalence.py; above 0.999 at MERT-95M size in
-        benchmarks/). Use the float32 model where exact features matter (feature caches, training). Speed
-        depends on the CPU's int8 support (VNNI/AVX2): see benchmarks/README.md. A quantised model cannot
-        be saved or moved to a GPU: quantise after loading.
+        tiny and mid-size towers; above 0.999 at MERT-95M size in benchmarks/). Use the float32 model where
+        exact features matter (feature caches, training). A quantised model cannot be saved or moved to a
+        GPU: quantise after loading.
         """
-        if self._audio_int8:
-            return self
-        parameters = list(self.audio_model.parameters())
-        devices = {p.device.type for p in parameters}
-        if devices != {"cpu"}:
-            raise ValueError(f"quantize_for_cpu needs the audio tower on the CPU, but it is on {sorted(devices)}")
-        dtypes = {p.dtype for p in parameters}
-        if dtypes != {torch.float32}:
-            raise ValueError(f"quantize_for_cpu needs a float32 audio tower, got {sorted(map(str, dtypes))}")
-        conv_layers = self.audio_model.feature_extractor.conv_layers
-        most = len(conv_layers) - 1
-        if isinstance(front_end_layers, bool) or not isinstance(front_end_layers, int) or not 0 <= front_end_layers <= most:
-            raise ValueError(f"front_end_layers must be an int in [0, {most}], got {front_end_layers!r}")
-        if front_end_layers and self.config.audio_config.feat_extract_norm == "group" and \
-                self.config.audio_config.feat_extract_activation == "gelu":
-            conv_layers[0] = FoldedGroupNormConv(conv_layers[0])  # time-major output: no copy before layer 1
-        for layer in conv_layers[1 : 1 + front_end_layers]:
-            layer.conv = WindowedLinearConv1d(layer.conv)
-        _quantize_linears_int8(self.audio_model)
-        self._audio_int8 = True
+        if not self._audio_int8:
+            quantize_audio_tower_int8(self, front_end_layers)
+            self._audio_int8 = True
         return self.eval()
 
     def save_pretrained(self, *args, **kwargs):
@@ -402,12 +310,16 @@ class MERAlignModel(MERAlignPreTrainedModel):
         pooling = pooling or self.config.pooling
         return torch.stack([pool_frames(states[i], frame_mask, pooling) for i in self.config.feature_layers], dim=1)
 
-    def get_audio_features(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def get_audio_features(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """L2-normalised audio embeddings [batch, projection_size]."""
         return self.audio_head(self.pooled_audio_layers(input_values, attention_mask))
 
     # ------------------------------------------------------------------------------------ text side
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None) -> torch.Tensor:
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None
+    ) -> torch.Tensor:
         """L2-normalised mean-pooled text embeddings, equal to the sentence-transformer's `encode`."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -426,9 +338,12 @@ class MERAlignModel(MERAlignPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         audio_attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        **kwargs,
+        return_dict: bool | None = None,
     ) -> MERAlignOutput:
-        """`attention_mask` belongs to the text (as in CLAP); the audio mask is `audio_attention_mask`."""
+        """`attention_mask` belongs to the text (as in CLAP); the audio mask is `audio_attention_mask`.
+
+        Unknown keyword arguments are refused (a misspelled `audio_attention_mask` must not be ignored);
+        `return_dict` is accepted for transformers' callers and the output is always a `MERAlignOutput`."""
         if input_values is None or input_ids is None:
             raise ValueError("forward needs both input_values (audio) and input_ids (text)")
         audio_embeds = self.get_audio_features(input_values, audio_attention_mask)
@@ -446,8 +361,18 @@ class MERAlignModel(MERAlignPreTrainedModel):
 # MERT-only fields: CQT front end (unused by MERT-v1 with feature_extractor_cqt false) and the extended
 # encoder path (attention_relax, deepnorm) that v1-95M/330M inference never takes.
 _MERT_ONLY_FIELDS = {
-    "attention_relax", "deepnorm", "feature_extractor_cqt", "feature_extractor_cqt_bins", "sample_rate",
-    "auto_map", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
+    "attention_relax",
+    "deepnorm",
+    "feature_extractor_cqt",
+    "feature_extractor_cqt_bins",
+    "sample_rate",
+    "auto_map",
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "_name_or_path",
 }
 
 
@@ -463,9 +388,13 @@ def mert_to_hubert_config(mert_config: dict):
         raise TypeError(f"mert_config must be a dict (a parsed config.json), got {type(mert_config).__name__}")
     model_type = str(mert_config.get("model_type", "")).lower()
     if model_type not in ("mert", "mert_model", "hubert"):
-        raise ValueError(f"mert_config has model_type {mert_config.get('model_type')!r}: expected a MERT (or HuBERT) config")
+        raise ValueError(
+            f"mert_config has model_type {mert_config.get('model_type')!r}: expected a MERT (or HuBERT) config"
+        )
     if mert_config.get("feature_extractor_cqt", False):
-        raise ValueError("mert_config uses the CQT front end (feature_extractor_cqt=true), which HubertModel cannot represent")
+        raise ValueError(
+            "mert_config uses the CQT front end (feature_extractor_cqt=true), which HubertModel cannot represent"
+        )
     fields = {k: v for k, v in mert_config.items() if k not in _MERT_ONLY_FIELDS}
     return HubertConfig(**fields)
 
@@ -480,7 +409,9 @@ def _read_mert_config(path: str) -> dict:
         try:
             from huggingface_hub import hf_hub_download
         except ImportError as err:  # only the builder needs it, never a Hub user loading a model
-            raise ImportError("building from a MERT Hub id needs huggingface_hub; or pass a local checkpoint folder") from err
+            raise ImportError(
+                "building from a MERT Hub id needs huggingface_hub; or pass a local checkpoint folder"
+            ) from err
 
         config_file = hf_hub_download(path, "config.json")
     with open(config_file, encoding="utf-8") as f:
@@ -491,7 +422,9 @@ def load_mert_tower(mert_name_or_path: str):
     """A `HubertModel` holding a MERT-v1 checkpoint (folder or Hub id), refusing any key mismatch."""
     hubert_config = mert_to_hubert_config(_read_mert_config(str(mert_name_or_path)))
     tower, info = HubertModel.from_pretrained(str(mert_name_or_path), config=hubert_config, output_loading_info=True)
-    problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    problems = {
+        k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v
+    }
     if problems:
         details = "; ".join(f"{kind}: {', '.join(map(str, keys))}" for kind, keys in problems.items())
         raise ValueError(f"MERT checkpoint {mert_name_or_path!r} does not match the HuBERT layout ({details})")
@@ -507,17 +440,20 @@ def load_text_tower(text_name_or_path: str):
     return tower
 
 
-
-
 def build_processors(config: MERAlignConfig, text_name_or_path: str):
     """The feature extractor (24 kHz, raw waveform: MERT does not normalise) and the text tokenizer."""
     from transformers import AutoTokenizer, Wav2Vec2FeatureExtractor
 
     feature_extractor = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=config.sampling_rate, padding_value=0.0,
-        do_normalize=False, return_attention_mask=True,
+        feature_size=1,
+        sampling_rate=config.sampling_rate,
+        padding_value=0.0,
+        do_normalize=False,
+        return_attention_mask=True,
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(text_name_or_path))
+    # trust_remote_code=False: a base-model folder's config.json names this remote code, and the tokenizer (a
+    # plain BERT one) must load without asking to run it
+    tokenizer = AutoTokenizer.from_pretrained(str(text_name_or_path), trust_remote_code=False)
     return feature_extractor, tokenizer
 
 

@@ -8,88 +8,30 @@ segment (streamed, so memory does not grow with duration), offers independent pe
 
 from __future__ import annotations
 
-import string
 import types
 from collections import OrderedDict
 
 import numpy as np
 import torch
 from transformers import AutoModel
-from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.base import ChunkPipeline
 
 try:
     from .audio_meralign import iter_segments, receptive_field
+    from .scoring_meralign import AGGREGATIONS, TEXT_MAX_LENGTH, check_template, score_recording, validate_labels
 except ImportError:  # imported as a top-level module (local use, tests)
     from audio_meralign import iter_segments, receptive_field
+    from scoring_meralign import AGGREGATIONS, TEXT_MAX_LENGTH, check_template, score_recording, validate_labels
 
 TASK = "zero-shot-music-emotion"
-AGGREGATIONS = ("mean", "vote")
 DEFAULT_BATCH_SIZE = 8
-TEXT_MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
 # Labels per text-tower forward: attention memory grows with batch x length^2, so 1,000 long labels in one batch
 # would need gigabytes; 64 at the 256-token cap stay around 200 MB.
 LABEL_BATCH_SIZE = 64
 # (template, label) embeddings kept between calls; the least recently used go first, so a long-running server
 # fed arbitrary labels does not grow without bound (8192 x 384 floats: 12 MB).
 LABEL_CACHE_SIZE = 8192
-
-
-def validate_labels(labels, argument: str = "candidate_labels") -> list[str]:
-    """A label list: non-empty, strings only, no blanks, no duplicates. A string is split on commas."""
-    if isinstance(labels, str):
-        labels = [part.strip() for part in labels.split(",") if part.strip()]
-    elif isinstance(labels, (list, tuple)):
-        labels = list(labels)
-    else:
-        raise TypeError(f"{argument} must be a list of strings or a comma-separated string, got {type(labels).__name__}")
-    if not labels:
-        raise ValueError(f"{argument} is empty: give at least one label")
-    seen = set()
-    for label in labels:
-        if not isinstance(label, str):
-            raise TypeError(f"{argument} must contain only strings, got {label!r} ({type(label).__name__})")
-        if not label.strip():
-            raise ValueError(f"{argument} contains an empty label")
-        if label in seen:
-            raise ValueError(f"{argument} contains the label {label!r} more than once")
-        seen.add(label)
-    return labels
-
-
-def check_template(template, argument: str = "hypothesis_template") -> str:
-    """A text template with exactly one bare `{}` (or `{0}`) slot for the label, so `template.format(label)` cannot
-    fail (`{}{}`, `{x}`, a lone `{`), alter the label (`{!r}`, `{:>9}`) or silently drop it (`{{}}`)."""
-    message = (f"{argument} must be a string containing '{{}}' exactly once, as the slot for the label "
-               f"(write literal braces as '{{{{' and '}}}}'), got {template!r}")
-    if not isinstance(template, str):
-        raise ValueError(message)
-    try:
-        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
-                  if name is not None]
-    except ValueError:  # an unmatched brace
-        raise ValueError(message) from None
-    if fields not in ([("", "", None)], [("0", "", None)]):
-        raise ValueError(message)
-    return template
-
-
-def aggregate_segment_scores(scores: np.ndarray, aggregation: str, vote_k: int = 1) -> np.ndarray:
-    """Per-label scores of a recording from its per-segment scores [segments, labels].
-
-    "mean": the mean of segment scores. "vote" (the paper's majority vote): each segment votes for its
-    `vote_k` best labels; a label's score is the fraction of segments that voted for it.
-    """
-    if aggregation == "mean":
-        return scores.mean(axis=0)
-    if aggregation != "vote":
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    k = min(vote_k, scores.shape[1])
-    # stable order: among equal scores the earlier label wins, so votes are deterministic
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    votes = np.zeros(scores.shape, dtype=np.float64)
-    np.put_along_axis(votes, top, 1.0, axis=1)
-    return votes.mean(axis=0)
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -155,7 +97,11 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
             raise TypeError(f"unexpected argument(s) for {TASK}: {', '.join(sorted(kwargs))}")
         preprocess, postprocess = {}, {}
         if segment_seconds is not None:
-            if isinstance(segment_seconds, bool) or not isinstance(segment_seconds, (int, float)) or not segment_seconds > 0:
+            if (
+                isinstance(segment_seconds, bool)
+                or not isinstance(segment_seconds, (int, float))
+                or not segment_seconds > 0
+            ):
                 raise ValueError(f"segment_seconds must be a positive number, got {segment_seconds!r}")
             _check_segment_covers_a_frame(self.model.config, float(segment_seconds))
             preprocess["segment_seconds"] = float(segment_seconds)
@@ -197,7 +143,9 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         config = self.model.config
         seconds = segment_seconds or config.segment_seconds
         min_valid = receptive_field(config.audio_config)
-        segments = iter_segments(inputs, config.sampling_rate, seconds, sampling_rate=config.sampling_rate, allow_urls=allow_urls)
+        segments = iter_segments(
+            inputs, config.sampling_rate, seconds, sampling_rate=config.sampling_rate, allow_urls=allow_urls
+        )
         current = next(segments)  # raises for empty/undecodable input before anything is yielded
         while current is not None:
             following = next(segments, None)
@@ -225,7 +173,8 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
             # finite samples far beyond full scale (e.g. 1e38) overflow inside the tower: say so, never return NaN
             peak = float(input_values.abs().max())
             raise ValueError(
-                f"audio gave non-finite features: its samples reach {peak:.3g} in magnitude, which overflows the model "
+                f"audio gave non-finite features: its samples reach {peak:.3g} in magnitude, which overflows the "
+                "model "
                 f"in {str(self.model.dtype).replace('torch.', '')}; float audio is expected in [-1, 1]"
             )
         return {"audio_embeds": embeds.float(), "start": start, "end": end, "is_last": is_last}
@@ -245,24 +194,35 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         aggregation = aggregation or getattr(config, "default_aggregation", "mean")
         audio = torch.cat([out["audio_embeds"] for out in model_outputs]).to(self.device)
         text = self.label_embeddings(candidate_labels, template)
-        cosine = audio @ text.t()
-        if multi_label:
-            segment_scores = torch.sigmoid(config.multilabel_scale * cosine + config.multilabel_bias)
-        else:
-            segment_scores = (self.model.logit_scale.exp() * cosine).softmax(dim=-1)
-        segment_scores = segment_scores.detach().cpu().double().numpy()
-        scores = aggregate_segment_scores(segment_scores, aggregation, vote_k=top_k or 1)
-        # rank by score; equal vote counts are broken by the mean segment score
-        order = np.lexsort((-segment_scores.mean(axis=0), -scores))[: top_k or len(candidate_labels)]
-        ranked = [{"label": candidate_labels[i], "score": float(scores[i])} for i in order]
+        cosine = (audio @ text.t()).detach().cpu().double().numpy()
+        ranked, per_segment = score_recording(
+            cosine,
+            candidate_labels,
+            calibration=self.calibration(),
+            multi_label=multi_label,
+            aggregation=aggregation,
+            top_k=top_k,
+        )
         if not return_segments:
             return ranked
         timeline = [
-            {"start": float(_scalar(out["start"])), "end": float(_scalar(out["end"])),
-             "scores": {label: float(s) for label, s in zip(candidate_labels, row)}}
-            for out, row in zip(model_outputs, segment_scores)
+            {
+                "start": float(_scalar(out["start"])),
+                "end": float(_scalar(out["end"])),
+                "scores": {label: float(s) for label, s in zip(candidate_labels, row)},
+            }
+            for out, row in zip(model_outputs, per_segment)
         ]
         return {"labels": [r["label"] for r in ranked], "scores": [r["score"] for r in ranked], "segments": timeline}
+
+    def calibration(self) -> dict:
+        """The model's score calibration: softmax temperature (log scale) and the multi-label logistic."""
+        config = self.model.config
+        return {
+            "logit_scale": self.model.logit_scale.item(),
+            "multilabel_scale": config.multilabel_scale,
+            "multilabel_bias": config.multilabel_bias,
+        }
 
     # --------------------------------------------------------------------------------- label cache
     @torch.inference_mode()
@@ -273,7 +233,9 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         for first in range(0, len(missing), LABEL_BATCH_SIZE):
             chunk = missing[first : first + LABEL_BATCH_SIZE]
             texts = [template.format(label) for label in chunk]
-            tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt")
+            tokens = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt"
+            )
             tokens = {k: v.to(self.device) for k, v in tokens.items()}
             embeds = self.model.get_text_features(**tokens).float()
             for label, embed in zip(chunk, embeds):
@@ -304,7 +266,7 @@ def _dataset_audio(dataset) -> types.GeneratorType:
     try:
         from datasets import Audio
     except ImportError:  # pragma: no cover - a Dataset implies datasets is installed
-        raise TypeError("a datasets.Dataset input needs the `datasets` package")
+        raise TypeError("a datasets.Dataset input needs the `datasets` package") from None
     features = dataset.features or {}  # an IterableDataset may not know its features
     columns = [name for name, feature in features.items() if isinstance(feature, Audio)]
     if not columns:
@@ -316,4 +278,6 @@ def _dataset_audio(dataset) -> types.GeneratorType:
     return (row[columns[0]] for row in dataset)
 
 
-PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ZeroShotMusicEmotionPipeline, pt_model=AutoModel, type="audio")
+PIPELINE_REGISTRY.register_pipeline(
+    TASK, pipeline_class=ZeroShotMusicEmotionPipeline, pt_model=AutoModel, type="audio"
+)

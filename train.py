@@ -23,13 +23,13 @@ import sys
 
 # command -> (module, function taking argv). Imported lazily so `--help` stays fast.
 COMMANDS = {
-    "align": ("meralign.alignment", "align_main"),
-    "extract": ("meralign.features", "extract_main"),
-    "fit": ("meralign.training", "fit_main"),
-    "evaluate": ("meralign.evaluation", "evaluate_main"),
-    "protocol": ("meralign.evaluation", "protocol_main"),
-    "export": ("meralign.export", "export_main"),
-    "push": ("meralign.hub", "push_main"),
+    "align": ("meralign.alignment.cli", "align_main"),
+    "extract": ("meralign.features.cli", "extract_main"),
+    "fit": ("meralign.training.trainer", "fit_main"),
+    "evaluate": ("meralign.evaluation.cli", "evaluate_main"),
+    "protocol": ("meralign.evaluation.cli", "protocol_main"),
+    "export": ("meralign.publish.export", "export_main"),
+    "push": ("meralign.publish.push", "push_main"),
     "demo": ("meralign.demo", "demo_main"),
 }
 

@@ -42,8 +42,17 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "space_load.json"
 LABEL_SETS = [
     ["joyful", "melancholic", "tense", "serene"],
     ["happy", "sad", "angry", "calm", "energetic"],
-    ["sadness", "calmness", "tension", "power", "joyful_activation", "tenderness", "nostalgia", "wonder",
-     "transcendence"],
+    [
+        "sadness",
+        "calmness",
+        "tension",
+        "power",
+        "joyful_activation",
+        "tenderness",
+        "nostalgia",
+        "wonder",
+        "transcendence",
+    ],
 ]
 
 
@@ -60,7 +69,9 @@ def make_clips(folder: Path) -> list[Path]:
     """Short synthetic clips at the rates uploads come in (0.8-2.5 s; 16, 22.05, 44.1, 48 kHz; mono and stereo)."""
     folder.mkdir(parents=True, exist_ok=True)
     clips = []
-    for i, (seconds, rate, channels) in enumerate([(1.0, 16000, 1), (2.5, 44100, 2), (0.8, 22050, 1), (1.5, 48000, 2)]):
+    for i, (seconds, rate, channels) in enumerate(
+        [(1.0, 16000, 1), (2.5, 44100, 2), (0.8, 22050, 1), (1.5, 48000, 2)]
+    ):
         t = np.arange(int(seconds * rate)) / rate
         wave = 0.3 * np.sin(2 * np.pi * (220 + 55 * i) * t) * (1 + 0.5 * np.sin(2 * np.pi * (1 + i) * t))
         path = folder / f"clip{i}.wav"
@@ -71,11 +82,12 @@ def make_clips(folder: Path) -> list[Path]:
 
 def build_model_folder(folder: Path) -> Path:
     """The tiny random model (MERT-shaped tower, real MiniLM text tower) saved like an export."""
-    from meralign.tiny import build_tiny_model, save_model_with_processors
+    from meralign.publish.folder import save_model_folder
+    from meralign.testing import build_tiny_model
 
     model = build_tiny_model()
     model.config.segment_seconds = 1.0
-    save_model_with_processors(model, folder)
+    save_model_folder(model, folder)
     return folder
 
 
@@ -128,8 +140,17 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def run_load(app, model_dir: Path, *, requests: int = 200, workers: int = 8, timeout_s: float = 180.0,
-             warmup: int = 3, work_dir: Path | None = None, trace_python_heap: bool = False) -> dict:
+def run_load(
+    app,
+    model_dir: Path,
+    *,
+    requests: int = 200,
+    workers: int = 8,
+    timeout_s: float = 180.0,
+    warmup: int = 3,
+    work_dir: Path | None = None,
+    trace_python_heap: bool = False,
+) -> dict:
     """Serve `model_dir` with `app` on loopback and send `requests` scorings from `workers` clients.
 
     `trace_python_heap` also reports the Python objects allocated during the burst and still alive after it
@@ -141,8 +162,10 @@ def run_load(app, model_dir: Path, *, requests: int = 200, workers: int = 8, tim
     demo = app.build_demo(str(model_dir), max_seconds=30, max_upload_mb=5)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.launch_options())
     # one client per worker, created and used once before the measurement: their own memory is not the server's
-    clients = [Client(demo.local_url, verbose=False, analytics_enabled=False, download_files=str(work_dir / "downloads"))
-               for _ in range(workers)]
+    clients = [
+        Client(demo.local_url, verbose=False, analytics_enabled=False, download_files=str(work_dir / "downloads"))
+        for _ in range(workers)
+    ]
     idle: queue.SimpleQueue = queue.SimpleQueue()
     for c in clients:
         idle.put(c)
@@ -152,8 +175,9 @@ def run_load(app, model_dir: Path, *, requests: int = 200, workers: int = 8, tim
         client = idle.get()
         start = time.perf_counter()
         try:
-            result, _ = client.predict(handle_file(str(clips[i % len(clips)])), _labels_for(i), i % 2 == 1, 3,
-                                         api_name="/classify")
+            result, _ = client.predict(
+                handle_file(str(clips[i % len(clips)])), _labels_for(i), i % 2 == 1, 3, api_name="/classify"
+            )
             scores = [c["confidence"] for c in result["confidences"]]
             if len(scores) != 3 or not all(0.0 <= s <= 1.0 for s in scores) or scores != sorted(scores, reverse=True):
                 return time.perf_counter() - start, f"request {i}: malformed result {result!r}"
@@ -209,16 +233,30 @@ def run_load(app, model_dir: Path, *, requests: int = 200, workers: int = 8, tim
         "wall_s": round(wall, 2),
         "throughput_rps": round(len(latencies) / wall, 2) if wall else None,
         "latency_s": {q: round(percentile(latencies, float(q[1:])), 3) for q in ("p50", "p90", "p99")}
-        | {"max": round(max(latencies), 3) if latencies else None, "mean": round(float(np.mean(latencies)), 3) if latencies else None},
-        "rss_mb": {"before": round(rss_before, 1), "after": round(rss_after, 1), "peak": round(sampler.peak, 1),
-                   "growth": round(rss_after - rss_before, 1),
-                   "growth_second_half": round(rss_after - rss_half[0], 1),
-                   "after_malloc_trim": None if rss_trimmed is None else round(rss_trimmed, 1),
-                   "every_25_requests": series},
+        | {
+            "max": round(max(latencies), 3) if latencies else None,
+            "mean": round(float(np.mean(latencies)), 3) if latencies else None,
+        },
+        "rss_mb": {
+            "before": round(rss_before, 1),
+            "after": round(rss_after, 1),
+            "peak": round(sampler.peak, 1),
+            "growth": round(rss_after - rss_before, 1),
+            "growth_second_half": round(rss_after - rss_half[0], 1),
+            "after_malloc_trim": None if rss_trimmed is None else round(rss_trimmed, 1),
+            "every_25_requests": series,
+        },
         "python_heap_growth_mb": None if heap_growth is None else round(heap_growth, 2),
         "label_cache_entries": len(getattr(app.get_pipeline(app.current_settings().model_id), "_label_cache", {})),
-        "clips": [{"name": p.name, "seconds": round(sf.info(p).duration, 2), "rate": sf.info(p).samplerate,
-                   "channels": sf.info(p).channels} for p in clips],
+        "clips": [
+            {
+                "name": p.name,
+                "seconds": round(sf.info(p).duration, 2),
+                "rate": sf.info(p).samplerate,
+                "channels": sf.info(p).channels,
+            }
+            for p in clips
+        ],
     }
 
 
@@ -226,10 +264,16 @@ def environment() -> dict:
     import gradio
     import torch
 
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "gradio": gradio.__version__, "torch": torch.__version__,
-            # other work on the machine during the run: latencies on a loaded machine are longer
-            "load_average_1m_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gradio": gradio.__version__,
+        "torch": torch.__version__,
+        # other work on the machine during the run: latencies on a loaded machine are longer
+        "load_average_1m_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,16 +289,30 @@ def main(argv: list[str] | None = None) -> int:
 
     work_dir = Path(tempfile.mkdtemp(prefix="meralign-space-load-"))
     model_dir = args.model or build_model_folder(work_dir / "model")
-    result = {"benchmark": "space_load", "model": "tiny random MERT-shaped tower + all-MiniLM-L6-v2"
-              if args.model is None else Path(args.model).name, "settings": {"max_seconds": 30, "max_upload_mb": 5,
-              "top_k": 3, "segment_seconds": 1.0 if args.model is None else None},
-              **run_load(load_app(), model_dir, requests=args.requests, workers=args.workers, timeout_s=args.timeout,
-                         work_dir=work_dir),
-              "environment": environment(), "date": time.strftime("%Y-%m-%d")}
+    result = {
+        "benchmark": "space_load",
+        "model": "tiny random MERT-shaped tower + all-MiniLM-L6-v2" if args.model is None else Path(args.model).name,
+        "settings": {
+            "max_seconds": 30,
+            "max_upload_mb": 5,
+            "top_k": 3,
+            "segment_seconds": 1.0 if args.model is None else None,
+        },
+        **run_load(
+            load_app(),
+            model_dir,
+            requests=args.requests,
+            workers=args.workers,
+            timeout_s=args.timeout,
+            work_dir=work_dir,
+        ),
+        "environment": environment(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out != "-":
-        from meralign.utils import atomic_write_text
+        from meralign.files import atomic_write_text
 
         atomic_write_text(Path(args.out), text + "\n")
     return 0 if result["errors"] == 0 else 1

@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meralign.utils import atomic_write_json, atomic_write_text, parse_args
+from meralign.arguments import parse_args
+from meralign.files import atomic_write_json, atomic_write_text
 
 TOWER_NOTICE = (
     "NOTE: the audio tower is a tiny MERT-shaped HuBERT (conv 7 x 64, hidden 64, 4 layers) with RANDOM weights: "
@@ -41,11 +42,15 @@ class DemoArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the corpus, the random tower and training."})
     tracks_per_dataset: int = field(default=200, metadata={"help": "Synthetic tracks per vocabulary."})
     clip_seconds: float = field(default=6.0, metadata={"help": "Length of each synthetic clip."})
-    segment_seconds: float = field(default=3.0, metadata={"help": "Segment length (MERT's default is 10 s; the synthetic clips are short)."})
+    segment_seconds: float = field(
+        default=3.0, metadata={"help": "Segment length (MERT's default is 10 s; the synthetic clips are short)."}
+    )
     max_epochs: int = field(default=60, metadata={"help": "Upper bound on head training epochs."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the head."})
     batch_size: int = field(default=32, metadata={"help": "Segments per dataset per step."})
-    fresh: bool = field(default=False, metadata={"help": "Delete output_dir first (otherwise corpus and cache are reused)."})
+    fresh: bool = field(
+        default=False, metadata={"help": "Delete output_dir first (otherwise corpus and cache are reused)."}
+    )
 
 
 def _banner(text: str) -> None:
@@ -53,14 +58,19 @@ def _banner(text: str) -> None:
 
 
 def run_demo(args: DemoArguments) -> dict:
-    from meralign.alignment import write_alignment
-    from meralign.data.synthetic import SYNTHETIC_VOCABULARIES, TRAINING_DATASETS, ZERO_SHOT_DATASETS, generate_corpus
-    from meralign.evaluation import ProtocolArguments, results_markdown, run_protocol
-    from meralign.export import export_model
-    from meralign.features import extract_features, load_cache
-    from meralign.hub import save_model_folder
-    from meralign.tiny import build_tiny_model
-    from meralign.training import FitArguments, fit
+    from meralign.alignment.outputs import write_alignment
+    from meralign.data.synthetic.corpus import generate_corpus
+    from meralign.evaluation.protocol import ProtocolArguments, run_protocol
+    from meralign.evaluation.records import read_settings
+    from meralign.evaluation.report import results_markdown
+    from meralign.features.datasets import CacheDatasets
+    from meralign.features.extract import extract_features
+    from meralign.publish.export import export_model
+    from meralign.publish.folder import save_model_folder
+    from meralign.testing import build_tiny_model
+    from meralign.training.arguments import FitArguments
+    from meralign.training.trainer import fit
+    from meralign.vocabularies import SYNTHETIC, SYNTHETIC_TRAINING, SYNTHETIC_ZERO_SHOT
 
     out = Path(args.output_dir)
     if args.fresh and out.exists():
@@ -75,8 +85,10 @@ def run_demo(args: DemoArguments) -> dict:
     print(TOWER_NOTICE, flush=True)
     t = time.perf_counter()
     _banner("1/6 synthetic corpus")
-    corpus = generate_corpus(out / "corpus", seed=args.seed, tracks_per_dataset=args.tracks_per_dataset, seconds=args.clip_seconds)
-    tracks = [track for name in (*TRAINING_DATASETS, *ZERO_SHOT_DATASETS) for track in corpus[name]]
+    corpus = generate_corpus(
+        out / "corpus", seed=args.seed, tracks_per_dataset=args.tracks_per_dataset, seconds=args.clip_seconds
+    )
+    tracks = [track for name in (*SYNTHETIC_TRAINING, *SYNTHETIC_ZERO_SHOT) for track in corpus[name]]
     print(f"{len(tracks)} clips of {args.clip_seconds:g} s in {len(corpus)} vocabularies", flush=True)
     t = lap("corpus", t)
 
@@ -88,47 +100,74 @@ def run_demo(args: DemoArguments) -> dict:
 
     _banner("3/6 feature extraction")
     # one cache per corpus setting: a rerun with the same settings reuses it, other settings get their own
-    cache_dir = out / f"cache-seed{args.seed}-{args.tracks_per_dataset}x{args.clip_seconds:g}s-seg{args.segment_seconds:g}s"
-    report = extract_features(base, tracks, cache_dir, batch_size=16, vocabularies=SYNTHETIC_VOCABULARIES)
-    print(f"{report.n_segments} segments from {report.n_tracks} tracks ({report.shards_skipped} shards reused)", flush=True)
-    cache = load_cache(cache_dir)
+    cache_dir = (
+        out / f"cache-seed{args.seed}-{args.tracks_per_dataset}x{args.clip_seconds:g}s-seg{args.segment_seconds:g}s"
+    )
+    report = extract_features(base, tracks, cache_dir, batch_size=16, vocabularies=SYNTHETIC)
+    print(
+        f"{report.n_segments} segments from {report.n_tracks} tracks ({report.shards_skipped} shards reused)",
+        flush=True,
+    )
+    datasets = CacheDatasets(cache_dir)
     t = lap("extraction", t)
 
     _banner("4/6 label alignment")
-    alignment = write_alignment(out, [SYNTHETIC_VOCABULARIES[n] for n in TRAINING_DATASETS])
+    alignment = write_alignment(out, [SYNTHETIC[n] for n in SYNTHETIC_TRAINING])
     t = lap("alignment", t)
 
     _banner("5/6 leave-one-dataset-out protocol")
     fit_args = FitArguments(
-        cache_dir=str(cache_dir), output_dir=str(out / "protocol"), batch_size=args.batch_size,
-        learning_rate=args.learning_rate, max_epochs=args.max_epochs, patience=12, head_hidden_size=256,
-        seed=args.seed, log_with="tensorboard",
+        cache_dir=str(cache_dir),
+        output_dir=str(out / "protocol"),
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_epochs=args.max_epochs,
+        patience=12,
+        head_hidden_size=256,
+        seed=args.seed,
+        log_with="tensorboard",
     )
     shutil.rmtree(out / "protocol", ignore_errors=True)  # cheap next to extraction: a rerun redoes it whole
-    protocol = run_protocol(fit_args, ProtocolArguments(datasets=list(TRAINING_DATASETS), zero_shot_datasets=list(ZERO_SHOT_DATASETS)), cache)
+    protocol = run_protocol(
+        fit_args,
+        ProtocolArguments(datasets=list(SYNTHETIC_TRAINING), zero_shot_datasets=list(SYNTHETIC_ZERO_SHOT)),
+        datasets,
+    )
     t = lap("protocol", t)
 
     _banner("6/6 final model: train on all three, export, classify through pipeline(...)")
     final_dir = out / "final_head"
     shutil.rmtree(final_dir, ignore_errors=True)
-    fit(FitArguments(**{**vars(fit_args), "output_dir": str(final_dir), "train_datasets": list(TRAINING_DATASETS)}), cache)
+    fit(
+        FitArguments(**{**vars(fit_args), "output_dir": str(final_dir), "train_datasets": list(SYNTHETIC_TRAINING)}),
+        datasets,
+    )
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
-    export_model(final_dir, model_dir, base_model=str(base_dir), alignment_dir=out,
-                 results=out / "protocol" / "protocol.json", repo_id="your-org/meralign-demo-tiny-random")
-    example = classify_example(model_dir, corpus[ZERO_SHOT_DATASETS[0]][0], SYNTHETIC_VOCABULARIES[ZERO_SHOT_DATASETS[0]], out)
+    export_model(
+        final_dir,
+        model_dir,
+        base_model=str(base_dir),
+        alignment_dir=out,
+        results=out / "protocol" / "protocol.json",
+        repo_id="your-org/meralign-demo-tiny-random",
+    )
+    example = classify_example(model_dir, corpus[SYNTHETIC_ZERO_SHOT[0]][0], SYNTHETIC[SYNTHETIC_ZERO_SHOT[0]], out)
     lap("final_model", t)
     timings["total"] = round(time.perf_counter() - started, 1)
 
     results = {
         "tower": TOWER_NOTICE,
         "settings": protocol["settings"],
-        "alignment": {"bandwidth": alignment.clusters.bandwidth, "n_clusters": alignment.clusters.n_clusters,
-                      "degenerate": alignment.clusters.degenerate},
+        "alignment": {
+            "bandwidth": alignment.clusters.bandwidth,
+            "n_clusters": alignment.clusters.n_clusters,
+            "degenerate": alignment.clusters.degenerate,
+        },
         "pipeline_example": example,
         "timings_seconds": timings,
     }
-    _write_results(out, results, results_markdown(protocol["settings"]))
+    _write_results(out, results, results_markdown(read_settings(protocol)))
     return results
 
 

@@ -8,6 +8,8 @@ across the training vocabularies) spreads embeddings of different clusters apart
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -18,8 +20,9 @@ REDUCTIONS = ("mean", "sum", "none")
 REGULARIZER_FORMS = ("push", "pull_push")
 
 
-def triplet_cosine_loss(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                        margin: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+def triplet_cosine_loss(
+    z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 1.0, reduction: str = "mean"
+) -> torch.Tensor:
     """max(0, cos(z, negative) - cos(z, positive) + margin) per row, then reduced.
 
     Cosines are taken, not dot products, because the targets are means of unit vectors and so
@@ -44,9 +47,13 @@ def triplet_cosine_loss(z: torch.Tensor, positive: torch.Tensor, negative: torch
     return losses
 
 
-def positive_negative_targets(label_matrix: torch.Tensor, label_embeddings: torch.Tensor, n_negatives: int = 5,
-                              generator: Optional[torch.Generator] = None,
-                              normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def positive_negative_targets(
+    label_matrix: torch.Tensor,
+    label_embeddings: torch.Tensor,
+    n_negatives: int = 5,
+    generator: Optional[torch.Generator] = None,
+    normalize: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Triplet targets: the mean embedding of each row's positive labels and of sampled negatives.
 
     Negatives: ``n_negatives`` labels drawn uniformly WITHOUT replacement among the row's
@@ -67,8 +74,10 @@ def positive_negative_targets(label_matrix: torch.Tensor, label_embeddings: torc
     mask = _check_label_matrix(label_matrix)
     _check_matrix(label_embeddings, "label_embeddings")
     if label_embeddings.shape[0] != mask.shape[1]:
-        raise ValueError(f"label_embeddings has {label_embeddings.shape[0]} rows but label_matrix has "
-                         f"{mask.shape[1]} label columns: they must match")
+        raise ValueError(
+            f"label_embeddings has {label_embeddings.shape[0]} rows but label_matrix has "
+            f"{mask.shape[1]} label columns: they must match"
+        )
     if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 1:
         raise ValueError(f"n_negatives must be a positive int, got {n_negatives!r}")
     _require_rows(mask.any(dim=1), "has no positive label")
@@ -85,8 +94,9 @@ def positive_negative_targets(label_matrix: torch.Tensor, label_embeddings: torc
     return positive, negative
 
 
-def primary_cluster_ids(label_matrix: torch.Tensor, label_clusters: torch.Tensor,
-                        label_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+def primary_cluster_ids(
+    label_matrix: torch.Tensor, label_clusters: torch.Tensor, label_weights: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """One cluster id per row for :func:`alignment_regularizer`: the cluster of its primary label.
 
     The primary label is the positive label with the largest ``label_weights`` entry (e.g. vote
@@ -102,7 +112,9 @@ def primary_cluster_ids(label_matrix: torch.Tensor, label_clusters: torch.Tensor
     _require_rows(mask.any(dim=1), "has no positive label")
     weights = torch.zeros(mask.shape, device=mask.device) if label_weights is None else label_weights.float()
     if weights.shape != mask.shape:
-        raise ValueError(f"label_weights must have the shape of label_matrix {tuple(mask.shape)}, got {tuple(weights.shape)}")
+        raise ValueError(
+            f"label_weights must have the shape of label_matrix {tuple(mask.shape)}, got {tuple(weights.shape)}"
+        )
     n_labels = mask.shape[1]
     # Two keys, not weight + small index bonus: a bonus can be swallowed by large weights' rounding.
     key = weights.masked_fill(~mask, float("-inf"))
@@ -112,8 +124,9 @@ def primary_cluster_ids(label_matrix: torch.Tensor, label_clusters: torch.Tensor
     return label_clusters.to(mask.device).long()[first]
 
 
-def alignment_regularizer(z: torch.Tensor, cluster_ids: torch.Tensor, form: str = "push",
-                          margin: float = 0.0) -> torch.Tensor:
+def alignment_regularizer(
+    z: torch.Tensor, cluster_ids: torch.Tensor, form: str = "push", margin: float = 0.0
+) -> torch.Tensor:
     """Alignment regularisation over Mean Shift cluster ids, WITHOUT the weight alpha.
 
     With c_i = cos(z_i, z_j) between batch rows, O(i) = {j : cluster_j != cluster_i} and
@@ -134,7 +147,9 @@ def alignment_regularizer(z: torch.Tensor, cluster_ids: torch.Tensor, form: str 
     """
     _check_matrix(z, "z")
     if cluster_ids.ndim != 1 or cluster_ids.shape[0] != z.shape[0]:
-        raise ValueError(f"cluster_ids must have shape ({z.shape[0]},) (one id per row of z), got {tuple(cluster_ids.shape)}")
+        raise ValueError(
+            f"cluster_ids must have shape ({z.shape[0]},) (one id per row of z), got {tuple(cluster_ids.shape)}"
+        )
     if cluster_ids.is_floating_point() or cluster_ids.dtype == torch.bool:
         raise TypeError(f"cluster_ids must be an integer tensor, got {cluster_ids.dtype}")
     if form not in REGULARIZER_FORMS:
@@ -154,36 +169,67 @@ def alignment_regularizer(z: torch.Tensor, cluster_ids: torch.Tensor, form: str 
     return (pull + push).mean()
 
 
-class MERAlignLoss(nn.Module):
-    """Triplet loss + alpha * alignment regulariser, for one training dataset's batch.
+@dataclass
+class DatasetBatch:
+    """One training dataset's part of a step: projected segments `z` [B, D], their multi-hot labels [B, L], the
+    dataset's triplet targets [L, D] (label embeddings or cluster centres) and its labels' cluster ids [L]."""
 
-    The paper sums this over the training datasets (the caller adds the per-dataset results) and
-    uses alpha 2.5 (1.0 for its test-on-CAL500 run).
+    z: torch.Tensor
+    label_matrix: torch.Tensor
+    targets: torch.Tensor
+    label_clusters: torch.Tensor
+
+
+class MERAlignLoss(nn.Module):
+    """The training objective: the triplet loss summed over the training datasets' batches, plus alpha times the
+    alignment regulariser over one batch holding all of them (so it pushes apart clusters across vocabularies).
+
+    The paper uses alpha 2.5 (1.0 for its test-on-CAL500 run); `regularizer="none"` trains on the triplet
+    loss alone.
     """
 
-    def __init__(self, margin: float = 1.0, alpha: float = 2.5, n_negatives: int = 5,
-                 regularizer: str = "push", regularizer_margin: float = 0.0, normalize_targets: bool = False):
+    def __init__(
+        self,
+        margin: float = 1.0,
+        alpha: float = 2.5,
+        n_negatives: int = 5,
+        regularizer: str = "push",
+        regularizer_margin: float = 0.0,
+        normalize_targets: bool = False,
+    ):
         super().__init__()
-        if regularizer not in REGULARIZER_FORMS:
-            raise ValueError(f"regularizer must be one of {REGULARIZER_FORMS}, got {regularizer!r}")
+        if regularizer not in (*REGULARIZER_FORMS, "none"):
+            raise ValueError(f"regularizer must be one of {(*REGULARIZER_FORMS, 'none')}, got {regularizer!r}")
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.margin, self.alpha, self.n_negatives = margin, alpha, n_negatives
         self.regularizer, self.regularizer_margin = regularizer, regularizer_margin
         self.normalize_targets = normalize_targets
 
-    def forward(self, z: torch.Tensor, label_matrix: torch.Tensor, label_embeddings: torch.Tensor,
-                cluster_ids: Optional[torch.Tensor] = None,
-                generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
-        """Returns {"loss", "triplet", "regularizer"}; "regularizer" is unweighted (0 without cluster_ids)."""
-        positive, negative = positive_negative_targets(label_matrix, label_embeddings, self.n_negatives,
-                                                       generator=generator, normalize=self.normalize_targets)
-        triplet = triplet_cosine_loss(z, positive, negative, margin=self.margin)
-        if cluster_ids is None:
-            regularizer = torch.zeros((), dtype=triplet.dtype, device=triplet.device)
+    def forward(
+        self, batches: Sequence[DatasetBatch], generator: Optional[torch.Generator] = None
+    ) -> dict[str, torch.Tensor]:
+        """Returns {"loss", "triplet", "regularizer"}; "regularizer" is unweighted (0 with "none")."""
+        if not batches:
+            raise ValueError("batches is empty: give one DatasetBatch per training dataset")
+        triplet = 0.0
+        for batch in batches:  # negatives are drawn dataset by dataset, in order, from one generator
+            positive, negative = positive_negative_targets(
+                batch.label_matrix,
+                batch.targets,
+                self.n_negatives,
+                generator=generator,
+                normalize=self.normalize_targets,
+            )
+            triplet = triplet + triplet_cosine_loss(
+                batch.z, positive.to(batch.z.device), negative.to(batch.z.device), margin=self.margin
+            )
+        if self.regularizer == "none":
+            regularizer = torch.zeros((), dtype=batches[0].z.dtype, device=batches[0].z.device)
         else:
-            regularizer = alignment_regularizer(z, cluster_ids, form=self.regularizer,
-                                                margin=self.regularizer_margin)
+            z = torch.cat([batch.z for batch in batches])
+            clusters = torch.cat([primary_cluster_ids(b.label_matrix, b.label_clusters).to(z.device) for b in batches])
+            regularizer = alignment_regularizer(z, clusters, form=self.regularizer, margin=self.regularizer_margin)
         return {"loss": triplet + self.alpha * regularizer, "triplet": triplet, "regularizer": regularizer}
 
 

@@ -1,17 +1,24 @@
-"""Built-in emotion vocabularies of the three datasets the method is trained on, and user vocabularies.
+"""Emotion vocabularies: the built-in ones of the real datasets and of the synthetic demo corpus, user files,
+and `resolve()`, the one place that turns a name into a Vocabulary for every command.
 
-The label lists are public facts about the datasets (MTG-Jamendo autotagging mood/theme, CAL500's
-18 ``Emotion-*`` tags, Emotify's GEMS-9). ``top_k`` is the number of labels each dataset is scored
-with in the paper (arXiv 2410.11522). CAL500 keeps "laid-back, mellow", which the paper's code
-lost to a regex bug, and spells "angry, aggressive" correctly.
+The real label lists are public facts about the datasets (MTG-Jamendo autotagging mood/theme, CAL500's 18
+``Emotion-*`` tags, Emotify's GEMS-9). ``top_k`` is the number of labels each dataset is scored with in the
+paper (arXiv 2410.11522). CAL500 keeps "laid-back, mellow", which the paper's code lost to a regex bug, and
+spells "angry, aggressive" correctly. The synthetic vocabularies name the demo corpus's latent emotions
+(docs/synthetic-corpus.md says why these words).
+
+A leaf module: it imports only the standard library and the scoring rules (numpy), so any part of the
+project can import it cheaply.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from scoring_meralign import validate_labels
 
 
 @dataclass(frozen=True)
@@ -23,9 +30,11 @@ class Vocabulary:
     top_k: int = 1
 
     def __post_init__(self):
-        validate_labels(self.labels, argument=f"vocabulary {self.name!r}")
-        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= len(self.labels):
-            raise ValueError(f"top_k of vocabulary {self.name!r} must be an int in [1, {len(self.labels)}], got {self.top_k!r}")
+        validate_labels(list(self.labels), argument=f"vocabulary {self.name!r}", allow_string=False)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 1 <= self.top_k <= len(self.labels):
+            raise ValueError(
+                f"top_k of vocabulary {self.name!r} must be an int in [1, {len(self.labels)}], got {self.top_k!r}"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -37,97 +46,272 @@ class Vocabulary:
             raise ValueError(f"label {label!r} is not in vocabulary {self.name!r}") from None
 
 
-def validate_labels(labels, argument: str = "labels") -> list[str]:
-    """Check a label list: non-empty, strings only, no blanks, no duplicates. Returns it as a list.
-
-    The same rules as the pipeline's `candidate_labels`, except that a bare string is refused: here a
-    string is almost always a mistake (a single label, or a file name meant for `load_vocabulary`).
-    """
-    if isinstance(labels, str) or not hasattr(labels, "__iter__"):
-        raise TypeError(f"{argument} must be a list of strings, got {type(labels).__name__}")
-    from pipeline_meralign import validate_labels as validate_label_list  # imported late: it loads transformers
-
-    return validate_label_list(list(labels), argument)
-
-
+# ---------------------------------------------------------------------------------- the real datasets
 MTG_JAMENDO = Vocabulary(
     "mtg-jamendo",
-    tuple([
-        "action", "adventure", "advertising", "background", "ballad", "calm", "children", "christmas",
-        "commercial", "cool", "corporate", "dark", "deep", "documentary", "drama", "dramatic", "dream",
-        "emotional", "energetic", "epic", "fast", "film", "fun", "funny", "game", "groovy", "happy",
-        "heavy", "holiday", "hopeful", "inspiring", "love", "meditative", "melancholic", "melodic",
-        "motivational", "movie", "nature", "party", "positive", "powerful", "relaxing", "retro",
-        "romantic", "sad", "sexy", "slow", "soft", "soundscape", "space", "sport", "summer", "trailer",
-        "travel", "upbeat", "uplifting",
-    ]),
+    tuple(
+        [
+            "action",
+            "adventure",
+            "advertising",
+            "background",
+            "ballad",
+            "calm",
+            "children",
+            "christmas",
+            "commercial",
+            "cool",
+            "corporate",
+            "dark",
+            "deep",
+            "documentary",
+            "drama",
+            "dramatic",
+            "dream",
+            "emotional",
+            "energetic",
+            "epic",
+            "fast",
+            "film",
+            "fun",
+            "funny",
+            "game",
+            "groovy",
+            "happy",
+            "heavy",
+            "holiday",
+            "hopeful",
+            "inspiring",
+            "love",
+            "meditative",
+            "melancholic",
+            "melodic",
+            "motivational",
+            "movie",
+            "nature",
+            "party",
+            "positive",
+            "powerful",
+            "relaxing",
+            "retro",
+            "romantic",
+            "sad",
+            "sexy",
+            "slow",
+            "soft",
+            "soundscape",
+            "space",
+            "sport",
+            "summer",
+            "trailer",
+            "travel",
+            "upbeat",
+            "uplifting",
+        ]
+    ),
     top_k=2,
 )
 
 CAL500 = Vocabulary(
     "cal500",
-    tuple([
-        "angry, aggressive", "arousing, awakening", "bizarre, weird", "calming, soothing",
-        "carefree, lighthearted", "cheerful, festive", "emotional, passionate", "exciting, thrilling",
-        "happy", "laid-back, mellow", "light, playful", "loving, romantic", "pleasant, comfortable",
-        "positive, optimistic", "powerful, strong", "sad", "tender, soft", "touching, loving",
-    ]),
+    tuple(
+        [
+            "angry, aggressive",
+            "arousing, awakening",
+            "bizarre, weird",
+            "calming, soothing",
+            "carefree, lighthearted",
+            "cheerful, festive",
+            "emotional, passionate",
+            "exciting, thrilling",
+            "happy",
+            "laid-back, mellow",
+            "light, playful",
+            "loving, romantic",
+            "pleasant, comfortable",
+            "positive, optimistic",
+            "powerful, strong",
+            "sad",
+            "tender, soft",
+            "touching, loving",
+        ]
+    ),
     top_k=4,
 )
 
 EMOTIFY = Vocabulary(
     "emotify",
-    tuple([
-        "amazement", "solemnity", "tenderness", "nostalgia", "calmness", "power", "joyful_activation",
-        "tension", "sadness",
-    ]),
+    tuple(
+        [
+            "amazement",
+            "solemnity",
+            "tenderness",
+            "nostalgia",
+            "calmness",
+            "power",
+            "joyful_activation",
+            "tension",
+            "sadness",
+        ]
+    ),
     top_k=3,
 )
 
 BUILTIN: dict[str, Vocabulary] = {v.name: v for v in (MTG_JAMENDO, CAL500, EMOTIFY)}
 
+# Other spellings users type for the built-in vocabularies (matched case-insensitively, "_" = "-").
+ALIASES = {
+    "mtg": "mtg-jamendo",
+    "jamendo": "mtg-jamendo",
+    "mtg-jamendo-moodtheme": "mtg-jamendo",
+    "cal500-emotion": "cal500",
+    "emotify-gems9": "emotify",
+    "gems9": "emotify",
+    "gems-9": "emotify",
+}
 
-def load_vocabulary(source, name: str | None = None, top_k: int = 1) -> Vocabulary:
-    """A vocabulary from a built-in name, a list of strings, or a file.
 
-    Files: ``.json`` (a list, or ``{"labels": [...], "top_k": k}``) or plain text, one label a line.
+# ------------------------------------------------------------------------------ the synthetic corpus
+EMOTIONS: tuple[str, ...] = ("joyful", "sad", "tender", "angry", "calm", "tense", "solemn", "powerful")
+# Latent emotion -> label in each vocabulary (None: the dataset lacks that emotion).
+LABEL_TABLE: dict[str, dict[str, str | None]] = {
+    "joyful": {
+        "synth-jamendo": "cheerful",
+        "synth-cal500": "happy, cheerful",
+        "synth-emotify": "joyful_activation",
+        "synth-zeroshot": "merry",
+    },
+    "sad": {
+        "synth-jamendo": "sad",
+        "synth-cal500": "sad",
+        "synth-emotify": "sadness",
+        "synth-zeroshot": "heartbroken",
+    },
+    "tender": {
+        "synth-jamendo": "love",
+        "synth-cal500": "touching, loving",
+        "synth-emotify": "tenderness",
+        "synth-zeroshot": "affectionate",
+    },
+    "angry": {
+        "synth-jamendo": "aggressive",
+        "synth-cal500": "angry, aggressive",
+        "synth-emotify": None,
+        "synth-zeroshot": "hostile",
+    },
+    "calm": {
+        "synth-jamendo": "calm",
+        "synth-cal500": "calming, soothing",
+        "synth-emotify": "calmness",
+        "synth-zeroshot": "peaceful",
+    },
+    "tense": {
+        "synth-jamendo": "suspense",
+        "synth-cal500": None,
+        "synth-emotify": "tension",
+        "synth-zeroshot": "suspenseful",
+    },
+    "solemn": {
+        "synth-jamendo": None,
+        "synth-cal500": "solemn, dignified",
+        "synth-emotify": "solemnity",
+        "synth-zeroshot": "grave",
+    },
+    "powerful": {
+        "synth-jamendo": "powerful",
+        "synth-cal500": "powerful, strong",
+        "synth-emotify": "power",
+        "synth-zeroshot": "mighty",
+    },
+}
+
+# (top_k, trained on?) of each synthetic vocabulary; the zero-shot-only ones are never trained on.
+SYNTHETIC_SETTINGS: dict[str, tuple[int, bool]] = {
+    "synth-jamendo": (1, True),
+    "synth-cal500": (2, True),
+    "synth-emotify": (2, True),
+    "synth-zeroshot": (1, False),
+}
+
+
+def _synthetic(name: str) -> Vocabulary:
+    top_k, _ = SYNTHETIC_SETTINGS[name]
+    labels = tuple(LABEL_TABLE[e][name] for e in EMOTIONS if LABEL_TABLE[e].get(name) is not None)
+    return Vocabulary(name, labels, top_k)  # type: ignore[arg-type]
+
+
+SYNTHETIC: dict[str, Vocabulary] = {name: _synthetic(name) for name in SYNTHETIC_SETTINGS}
+SYNTHETIC_TRAINING: tuple[str, ...] = tuple(n for n, (_, trained) in SYNTHETIC_SETTINGS.items() if trained)
+SYNTHETIC_ZERO_SHOT: tuple[str, ...] = tuple(n for n, (_, trained) in SYNTHETIC_SETTINGS.items() if not trained)
+
+
+# ------------------------------------------------------------------------------------------ resolving
+def resolve(source, name: str | None = None, cache=None, top_k: int = 1) -> Vocabulary:
+    """The vocabulary that `source` names, the same way for every command.
+
+    `source` is a Vocabulary; a list of labels; a built-in or synthetic name, or an alias ("mtg", "CAL500",
+    "gems9"; case and "_" / "-" do not matter); or a label file (``.json``: a list or ``{"labels": [...],
+    "top_k": k}``; other: one label a line). As a last resort, with `cache` and `name`, the labels a feature
+    cache holds for dataset `name` (sorted, top_k 1; a warning says so). `name` and `top_k` name and size a
+    vocabulary built from a list or a file.
     """
     if isinstance(source, Vocabulary):
         return source
-    if isinstance(source, str) and source in BUILTIN:
-        return BUILTIN[source]
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"vocabulary {str(source)!r} is neither a built-in name ({', '.join(BUILTIN)}) nor a file")
-        if path.suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                top_k = int(data.get("top_k", top_k))
-                data = data.get("labels")
-            labels = data
-        else:
-            labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return Vocabulary(name or path.stem, tuple(validate_labels(labels, f"vocabulary file {path}")), top_k)
-    return Vocabulary(name or "custom", tuple(validate_labels(source, "vocabulary")), top_k)
-
-
-def resolve_vocabulary(source, name: str | None = None, cache=None) -> Vocabulary:
-    """The vocabulary of a dataset: a built-in or synthetic-corpus name, a label file, or, as a last
-    resort, the labels a feature cache holds for `name` (sorted, top_k 1; a warning says so)."""
-    if isinstance(source, Vocabulary):
-        return source
-    from meralign.data.synthetic import SYNTHETIC_VOCABULARIES
-
-    if isinstance(source, str) and source in SYNTHETIC_VOCABULARIES:
-        return SYNTHETIC_VOCABULARIES[source]
-    if isinstance(source, str) and (source in BUILTIN or Path(source).is_file()):
-        return load_vocabulary(source, name=name)
+    if isinstance(source, (list, tuple)):
+        return Vocabulary(
+            name or "custom", tuple(validate_labels(list(source), "vocabulary", allow_string=False)), top_k
+        )
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"vocabulary must be a name, a label file or a list of labels, got {type(source).__name__}")
+    known = _known(str(source))
+    if known is not None:
+        return known
+    path = Path(source)
+    if path.is_file():
+        return _from_file(path, name, top_k)
     if cache is not None and name is not None:
-        import warnings
-
         labels = sorted({label for entry in cache.index if entry["dataset"] == name for label in entry["labels"]})
         if labels:
-            warnings.warn(f"dataset {name!r} has no known vocabulary: using the {len(labels)} labels found in the cache (top_k=1)")
+            warnings.warn(
+                f"dataset {name!r} has no known vocabulary: using the {len(labels)} labels found in the "
+                "cache (top_k=1)",
+                stacklevel=2,
+            )
             return Vocabulary(name, tuple(labels), 1)
-    raise ValueError(f"no vocabulary for {source!r}: expected a built-in name ({', '.join(BUILTIN)}), a synthetic dataset name, or a label file")
+    raise ValueError(
+        f"vocabulary {str(source)!r} is neither a known name ({', '.join([*BUILTIN, *SYNTHETIC])}, or an alias such "
+        f"as {', '.join(sorted(ALIASES)[:3])}) nor a label file"
+    )
+
+
+def resolve_datasets(names: list[str], overrides: list[str] = (), cache=None) -> dict[str, Vocabulary]:
+    """The vocabulary of each dataset name: `overrides` entries `dataset=source` first, else the name itself."""
+    given = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--vocabularies entries must look like dataset=source, got {item!r}")
+        key, source = item.split("=", 1)
+        given[key] = source
+    return {name: resolve(given.get(name, name), name=name, cache=cache) for name in names}
+
+
+def _known(text: str) -> Vocabulary | None:
+    key = text.strip().lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    return BUILTIN.get(key) or SYNTHETIC.get(key)
+
+
+def _from_file(path: Path, name: str | None, top_k: int) -> Vocabulary:
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            top_k = int(data.get("top_k", top_k))
+            data = data.get("labels")
+        labels = data
+    else:
+        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not isinstance(labels, list):
+        raise ValueError(f'vocabulary file {path} must hold a list of labels (or {{"labels": [...]}})')
+    return Vocabulary(
+        name or path.stem, tuple(validate_labels(labels, f"vocabulary file {path}", allow_string=False)), top_k
+    )

@@ -42,8 +42,10 @@ UNKNOWN_FRAMES = 2**62
 MAX_TOP_K = 10
 PRESET_TITLES = {"mtg-jamendo": "MTG-Jamendo mood/theme", "cal500": "CAL500 emotions", "emotify": "Emotify (GEMS-9)"}
 READABLE_FORMATS = "WAV, FLAC, OGG/Vorbis, Opus, MP3 or AIFF"
-LABEL_RULE = ("One label per line, or labels separated by `;`. Only when the text has neither are commas "
-              "separators (CAL500's labels such as \"angry, aggressive\" contain commas).")
+LABEL_RULE = (
+    "One label per line, or labels separated by `;`. Only when the text has neither are commas "
+    'separators (CAL500\'s labels such as "angry, aggressive" contain commas).'
+)
 GENERIC_ERROR = "Something went wrong while scoring this clip. The error has been logged; please try another file."
 
 
@@ -95,13 +97,16 @@ def load_presets(config: dict | None = None) -> dict[str, dict]:
     return presets
 
 
-def resolve_settings(model_id: str | None = None, max_seconds: float | None = None,
-                     max_upload_mb: float | None = None) -> Settings:
+def resolve_settings(
+    model_id: str | None = None, max_seconds: float | None = None, max_upload_mb: float | None = None
+) -> Settings:
     """Explicit arguments, else environment variables, else space_config.json and the defaults."""
     model_id = model_id or os.environ.get("MODEL_ID") or read_space_config().get("model_id")
     if not model_id:
-        raise ValueError("no model to run: set the MODEL_ID variable (a Hub id or a model folder) "
-                         f"or model_id in {CONFIG_FILE.name}")
+        raise ValueError(
+            "no model to run: set the MODEL_ID variable (a Hub id or a model folder) "
+            f"or model_id in {CONFIG_FILE.name}"
+        )
     max_seconds = max_seconds if max_seconds is not None else _env_number("MAX_AUDIO_SECONDS", DEFAULT_MAX_SECONDS)
     max_upload_mb = max_upload_mb if max_upload_mb is not None else _env_number("MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)
     if not max_seconds > 0 or not max_upload_mb > 0:
@@ -139,8 +144,11 @@ def parse_labels(text) -> list[str]:
     if not isinstance(text, str):
         raise gr.Error("Type at least one emotion label.", print_exception=False)
     if len(text) > MAX_LABELS_TEXT_CHARS:
-        raise gr.Error(f"The labels text is {len(text)} characters long; the limit is {MAX_LABELS_TEXT_CHARS} "
-                       f"({MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters).", print_exception=False)
+        raise gr.Error(
+            f"The labels text is {len(text)} characters long; the limit is {MAX_LABELS_TEXT_CHARS} "
+            f"({MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters).",
+            print_exception=False,
+        )
     parts = re.split(r"[;\n]", text) if re.search(r"[;\n]", text) else text.split(",")
     labels = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not labels:
@@ -149,8 +157,10 @@ def parse_labels(text) -> list[str]:
         raise gr.Error(f"Too many labels: {len(labels)} (the limit is {MAX_LABELS}).", print_exception=False)
     long = [label for label in labels if len(label) > MAX_LABEL_CHARS]
     if long:
-        raise gr.Error(f"Labels must be at most {MAX_LABEL_CHARS} characters; {long[0][:30]!r}... is longer.",
-                       print_exception=False)
+        raise gr.Error(
+            f"Labels must be at most {MAX_LABEL_CHARS} characters; {long[0][:30]!r}... is longer.",
+            print_exception=False,
+        )
     return labels
 
 
@@ -169,22 +179,31 @@ def check_audio(audio_path, settings: Settings) -> float:
         raise gr.Error("The uploaded file is no longer available: upload it again.", print_exception=False)
     size = os.path.getsize(path)
     if size > settings.max_upload_bytes:
-        raise gr.Error(f"The file is {size / 2**20:.1f} MB; the limit is {settings.max_upload_bytes / 2**20:.0f} MB.",
-                       print_exception=False)
+        raise gr.Error(
+            f"The file is {size / 2**20:.1f} MB; the limit is {settings.max_upload_bytes / 2**20:.0f} MB.",
+            print_exception=False,
+        )
     try:
         info = sf.info(path)
     except (RuntimeError, sf.LibsndfileError, TypeError):
-        raise gr.Error(f"Could not read this file as audio. Supported formats: {READABLE_FORMATS}.",
-                       print_exception=False) from None
+        raise gr.Error(
+            f"Could not read this file as audio. Supported formats: {READABLE_FORMATS}.", print_exception=False
+        ) from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise gr.Error("The recording is empty.", print_exception=False)
     if info.frames >= UNKNOWN_FRAMES:
-        raise gr.Error("The file does not state its duration (a streamed recording?); save it as a regular "
-                       f"{READABLE_FORMATS} file and upload it again.", print_exception=False)
+        raise gr.Error(
+            "The file does not state its duration (a streamed recording?); save it as a regular "
+            f"{READABLE_FORMATS} file and upload it again.",
+            print_exception=False,
+        )
     duration = info.frames / info.samplerate
     if duration > settings.max_seconds:
-        raise gr.Error(f"The recording is {duration:.0f} s long; the limit is {settings.max_seconds:.0f} s. "
-                       "Trim it and try again.", print_exception=False)
+        raise gr.Error(
+            f"The recording is {duration:.0f} s long; the limit is {settings.max_seconds:.0f} s. "
+            "Trim it and try again.",
+            print_exception=False,
+        )
     return duration
 
 
@@ -219,7 +238,11 @@ def classify(audio_path, labels_text, multi_label, top_k):
     k = _top_k(top_k, len(labels))
     try:
         result = get_pipeline(settings.model_id)(
-            os.fspath(audio_path), candidate_labels=labels, multi_label=bool(multi_label), top_k=k, return_segments=True,
+            os.fspath(audio_path),
+            candidate_labels=labels,
+            multi_label=bool(multi_label),
+            top_k=k,
+            return_segments=True,
         )
     except (ValueError, TypeError) as err:
         raise gr.Error(str(err), print_exception=False) from None
@@ -308,12 +331,15 @@ def _model_link(model_id: str) -> str:
 
 
 def _preset_choices(presets: dict) -> list[tuple[str, str]]:
-    return [(f"{PRESET_TITLES.get(name, name)} ({len(p['labels'])} labels, top-{p.get('top_k', 1)})", name)
-            for name, p in presets.items()]
+    return [
+        (f"{PRESET_TITLES.get(name, name)} ({len(p['labels'])} labels, top-{p.get('top_k', 1)})", name)
+        for name, p in presets.items()
+    ]
 
 
-def build_demo(model_id: str | None = None, *, max_seconds: float | None = None,
-               max_upload_mb: float | None = None) -> gr.Blocks:
+def build_demo(
+    model_id: str | None = None, *, max_seconds: float | None = None, max_upload_mb: float | None = None
+) -> gr.Blocks:
     """The Space's page. Settings are fixed here; the model is loaded on the first request."""
     global _settings
     _settings = resolve_settings(model_id, max_seconds, max_upload_mb)
@@ -328,24 +354,54 @@ def build_demo(model_id: str | None = None, *, max_seconds: float | None = None,
         )
         with gr.Row():
             with gr.Column():
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-input")
-                preset = gr.Dropdown(choices=_preset_choices(presets), value=None, label="Label preset",
-                                     info="Fill the labels with a dataset's vocabulary", visible=bool(presets),
-                                     elem_id="preset")
-                labels = gr.Textbox(value="\n".join(DEFAULT_LABELS), lines=6, max_lines=20,
-                                    label="Candidate labels", info=LABEL_RULE, elem_id="labels-input")
+                audio = gr.Audio(
+                    sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-input"
+                )
+                preset = gr.Dropdown(
+                    choices=_preset_choices(presets),
+                    value=None,
+                    label="Label preset",
+                    info="Fill the labels with a dataset's vocabulary",
+                    visible=bool(presets),
+                    elem_id="preset",
+                )
+                labels = gr.Textbox(
+                    value="\n".join(DEFAULT_LABELS),
+                    lines=6,
+                    max_lines=20,
+                    label="Candidate labels",
+                    info=LABEL_RULE,
+                    elem_id="labels-input",
+                )
                 with gr.Row():
                     multi = gr.Checkbox(value=False, label="Multi-label", info="Independent score per label")
                     top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Top-k")
                 submit = gr.Button("Submit", variant="primary", elem_id="submit")
             with gr.Column():
                 label_out = gr.Label(label="Emotions", elem_id="emotions")
-                plot_out = gr.LinePlot(x="seconds", y="score", color="label",
-                                       x_title="time (s)", y_title="score", y_lim=[0, 1], label="Emotion over time", elem_id="timeline")
-        gr.Examples([[str(examples[0]), "joyful\nmelancholic\ntense\nserene", False, 2],
-                     [str(examples[1]), "\n".join(presets["emotify"]["labels"]) if "emotify" in presets
-                      else "sadness\ncalmness\ntension", True, 3]],
-                    inputs=[audio, labels, multi, top_k], label="Examples (synthetic clips)")
+                plot_out = gr.LinePlot(
+                    x="seconds",
+                    y="score",
+                    color="label",
+                    x_title="time (s)",
+                    y_title="score",
+                    y_lim=[0, 1],
+                    label="Emotion over time",
+                    elem_id="timeline",
+                )
+        gr.Examples(
+            [
+                [str(examples[0]), "joyful\nmelancholic\ntense\nserene", False, 2],
+                [
+                    str(examples[1]),
+                    "\n".join(presets["emotify"]["labels"]) if "emotify" in presets else "sadness\ncalmness\ntension",
+                    True,
+                    3,
+                ],
+            ],
+            inputs=[audio, labels, multi, top_k],
+            label="Examples (synthetic clips)",
+        )
 
         def apply_preset(name):
             if name not in presets:
@@ -355,8 +411,9 @@ def build_demo(model_id: str | None = None, *, max_seconds: float | None = None,
         preset.change(apply_preset, inputs=preset, outputs=[labels, top_k], api_visibility="private")
         # typing in the box makes the labels custom: clear the preset so the page does not claim otherwise
         labels.input(lambda: None, outputs=preset, api_visibility="private")
-        submit.click(_classify_event, inputs=[audio, labels, multi, top_k], outputs=[label_out, plot_out],
-                     api_name="classify")
+        submit.click(
+            _classify_event, inputs=[audio, labels, multi, top_k], outputs=[label_out, plot_out], api_name="classify"
+        )
         demo.unload(release_session)
     return demo
 

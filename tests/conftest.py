@@ -34,7 +34,7 @@ PROJECT_MODULES = ("meralign", *sorted(p.stem for p in REPO_ROOT.glob("*.py")))
 # files and lines and dropping the repo root from sys.path neutralises all three. The header then checks
 # that no project module can be found, so a new install mechanism fails loudly here instead of passing
 # a test against the local files.
-_ISOLATION_HEADER = '''
+_ISOLATION_HEADER = """
 import importlib.util as _ilu
 import os as _os
 import sys as _sys
@@ -67,7 +67,7 @@ for _name in PROJECT_MODULES:
     if _spec is not None:
         raise SystemExit(f"isolation failed: project module {_name!r} is importable from {_spec.origin}")
 del _add_site_dirs, _name, _spec
-'''
+"""
 
 
 def _site_dirs() -> list[str]:
@@ -117,8 +117,12 @@ def run_isolated(tmp_path_factory: pytest.TempPathFactory) -> RunIsolated:
         script = home / "isolated_main.py"
         script.write_text(header + textwrap.dedent(code), encoding="utf-8")
         result = subprocess.run(
-            [sys.executable, "-I", "-S", str(script)], cwd=workdir, env=_isolated_env(home, env),
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-I", "-S", str(script)],
+            cwd=workdir,
+            env=_isolated_env(home, env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if result.returncode != 0:
             pytest.fail(
@@ -134,16 +138,24 @@ def run_isolated(tmp_path_factory: pytest.TempPathFactory) -> RunIsolated:
 @pytest.fixture(scope="session")
 def tiny_model():
     """A tiny MERT-shaped MERAlignModel with the real MiniLM text tower, in eval mode. Do not modify it."""
-    from meralign.tiny import build_tiny_model
+    from meralign.testing import build_tiny_model
 
     return build_tiny_model()
 
 
 @pytest.fixture(scope="session")
+def tiny_model_1s():
+    """A tiny model (seed 0) scoring 1 s segments, for tests on short clips. Do not modify it."""
+    from meralign.testing import build_tiny_model
+
+    return build_tiny_model(seed=0, segment_seconds=1.0)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`tiny_model` saved with its feature extractor and tokenizer (safetensors + remote code)."""
-    from meralign.tiny import save_model_with_processors
+    from meralign.publish.folder import save_model_folder
 
     out = tmp_path_factory.mktemp("tiny_model")
-    save_model_with_processors(tiny_model, out)
+    save_model_folder(tiny_model, out)
     return out

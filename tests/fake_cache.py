@@ -16,8 +16,11 @@ class FakeCache:
         return self._features[pooling]
 
     def select(self, datasets=None, splits=None):
-        keep = [i for i, e in enumerate(self.index)
-                if (datasets is None or e["dataset"] in datasets) and (splits is None or e["split"] in splits)]
+        keep = [
+            i
+            for i, e in enumerate(self.index)
+            if (datasets is None or e["dataset"] in datasets) and (splits is None or e["split"] in splits)
+        ]
         return np.array(keep, dtype=int)
 
     def __len__(self):
@@ -39,8 +42,19 @@ def make_cache(latent, n_tracks=60, segments=3, hidden=16, layers=(1, 2), seed=0
             label = labels[t % len(labels)]
             split = SPLIT_CYCLE[(t // len(labels)) % len(SPLIT_CYCLE)]
             for s in range(segments):
-                index.append({"track_id": f"{dataset}-{t}", "dataset": dataset, "split": split, "labels": [label],
-                              "segment": s, "start": float(s), "end": float(s + 1)})
+                index.append(
+                    {
+                        "track_id": f"{dataset}-{t}",
+                        "dataset": dataset,
+                        "split": split,
+                        "labels": [label],
+                        "segment": s,
+                        "start": float(s),
+                        "end": float(s + 1),
+                    }
+                )
                 feats.append(centres[mapping[label]] + noise * rng.standard_normal((len(layers), hidden)))
     features = np.asarray(feats, dtype=np.float16)
-    return FakeCache(index, {"mean": features, "first": features}, {"feature_layers": list(layers), "hidden_size": hidden})
+    return FakeCache(
+        index, {"mean": features, "first": features}, {"feature_layers": list(layers), "hidden_size": hidden}
+    )

@@ -17,23 +17,26 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-
-import meralign.features as features
-import meralign.training as training
-import meralign.utils as utils
 from fake_cache import make_cache
-from meralign.data.tracks import Track
 from helpers import torch_threads
-from meralign.features import extract_features, load_cache
-from meralign.tiny import build_tiny_model
-from meralign.training import FitArguments, fit, load_head
+
+import meralign.features.extract as extract_module
+import meralign.features.shards as shards
+import meralign.files as files
+import meralign.head as head_module
+import meralign.training.trainer as trainer
+from meralign.data.tracks import Track
+from meralign.features.cache import load_cache
+from meralign.features.extract import extract_features
+from meralign.features.layout import MANIFEST
+from meralign.head import load_head
+from meralign.training.arguments import FitArguments
+from meralign.training.trainer import fit
 
 SR = 16000
 CLIP_SECONDS = (1.4, 0.7, 2.2, 1.0)  # one track per shard: four shards
@@ -62,10 +65,8 @@ class DiskFull:
 
 # ------------------------------------------------------------------------------------------- extraction
 @pytest.fixture(scope="module")
-def model():
-    m = build_tiny_model(seed=0)
-    m.config.segment_seconds = 1.0
-    return m
+def model(tiny_model_1s):
+    return tiny_model_1s
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,12 @@ def assert_nothing_half_written(cache_dir: Path) -> list[str]:
     assert not [n for n in names if ".tmp" in n], names
     shards = [n for n in names if n.startswith("shard-")]
     for name in shards:
-        assert sorted(p.name for p in (cache_dir / name).iterdir()) == ["first.npy", "index.jsonl", "mean.npy", "shard.json"]
+        assert sorted(p.name for p in (cache_dir / name).iterdir()) == [
+            "first.npy",
+            "index.jsonl",
+            "mean.npy",
+            "shard.json",
+        ]
     return shards
 
 
@@ -114,7 +120,7 @@ def _half_npy(file, array, **kwargs):
 
 
 def _half_bytes(path, writer):
-    Path(path).write_bytes(b"{\"truncat")
+    Path(path).write_bytes(b'{"truncat')
 
 
 def _is_temp_shard_rename(src, dst, *args, **kwargs):
@@ -122,7 +128,7 @@ def _is_temp_shard_rename(src, dst, *args, **kwargs):
 
 
 def _is_final_manifest(path, obj, *args, **kwargs):
-    return Path(path).name == features.MANIFEST and obj.get("complete")
+    return Path(path).name == MANIFEST and obj.get("complete")
 
 
 # name -> (object, attribute, DiskFull, partial writer, what the message names)
@@ -130,18 +136,36 @@ EXTRACTION_FAULTS = {
     # the second shard's mean.npy (np.save is called twice per shard, mean then first)
     "npy data": (np, "save", lambda: DiskFull(3), _half_npy, "could not write feature shard shard-00001"),
     # the third shard's shard.json, its last file (four writes per shard)
-    "shard metadata": (features, "write_synced", lambda: DiskFull(12), _half_bytes, "could not write feature shard shard-00002"),
+    "shard metadata": (
+        shards,
+        "write_synced",
+        lambda: DiskFull(12),
+        _half_bytes,
+        "could not write feature shard shard-00002",
+    ),
     # publishing the second shard (rename of its complete temp folder)
-    "shard rename": (os, "rename", lambda: DiskFull(2, _is_temp_shard_rename), None, "could not write feature shard shard-00001"),
+    "shard rename": (
+        os,
+        "rename",
+        lambda: DiskFull(2, _is_temp_shard_rename),
+        None,
+        "could not write feature shard shard-00001",
+    ),
     # the manifest that marks the cache complete, after every shard is on disk
-    "final manifest": (features, "atomic_write_json", lambda: DiskFull(1, _is_final_manifest), None,
-                       "could not finish the feature cache"),
+    "final manifest": (
+        extract_module,
+        "atomic_write_json",
+        lambda: DiskFull(1, _is_final_manifest),
+        None,
+        "could not finish the feature cache",
+    ),
 }
 
 
 @pytest.mark.parametrize("fault", list(EXTRACTION_FAULTS))
-def test_disk_full_during_extraction_keeps_complete_shards_and_a_rerun_finishes(model, tracks, reference, tmp_path,
-                                                                                monkeypatch, fault):
+def test_disk_full_during_extraction_keeps_complete_shards_and_a_rerun_finishes(
+    model, tracks, reference, tmp_path, monkeypatch, fault
+):
     target, attribute, make_fault, partial, names = EXTRACTION_FAULTS[fault]
     disk = make_fault()
     monkeypatch.setattr(target, attribute, disk.wrap(getattr(target, attribute), partial))
@@ -206,7 +230,10 @@ def test_a_real_full_disk_during_extraction(model, tracks, reference, tmp_path):
         assert info.value.errno == ENOSPC and "rerun" in str(info.value), str(info.value)
         shards = assert_nothing_half_written(cache_dir)
         # here: shard-00000 is kept and shard-00001 is refused; page accounting may shift it by a shard elsewhere
-        assert "could not write feature shard" in str(info.value) and 1 <= len(shards) < len(tracks), (str(info.value), shards)
+        assert "could not write feature shard" in str(info.value) and 1 <= len(shards) < len(tracks), (
+            str(info.value),
+            shards,
+        )
         with pytest.raises(ValueError, match="incomplete|not a feature cache"):
             load_cache(cache_dir)
         for path in fillers:  # the operator frees space
@@ -224,23 +251,36 @@ VOCAB = ("happy", "sad", "calm", "angry")
 
 @pytest.fixture(scope="module")
 def cache():
-    return make_cache({"a": {label: i for i, label in enumerate(VOCAB)}, "b": {f"{l}!": i for i, l in enumerate(VOCAB)}},
-                      n_tracks=24)
+    return make_cache(
+        {"a": {label: i for i, label in enumerate(VOCAB)}, "b": {f"{lab}!": i for i, lab in enumerate(VOCAB)}},
+        n_tracks=24,
+    )
 
 
 @pytest.fixture(scope="module")
 def vocab_files(tmp_path_factory) -> list[str]:
     folder = tmp_path_factory.mktemp("vocabs")
     entries = []
-    for name, labels in (("a", VOCAB), ("b", tuple(f"{l}!" for l in VOCAB))):
+    for name, labels in (("a", VOCAB), ("b", tuple(f"{lab}!" for lab in VOCAB))):
         (folder / f"{name}.json").write_text(json.dumps({"labels": list(labels), "top_k": 1}))
         entries.append(f"{name}={folder / f'{name}.json'}")
     return entries
 
 
 def fit_args(output_dir: Path, vocab_files, **overrides) -> FitArguments:
-    fields = dict(cache_dir="", output_dir=str(output_dir), vocabularies=vocab_files, batch_size=32, learning_rate=3e-3,
-                  max_epochs=4, patience=8, head_hidden_size=32, head_dropout=0.0, log_with="none", progress=False)
+    fields = dict(
+        cache_dir="",
+        output_dir=str(output_dir),
+        vocabularies=vocab_files,
+        batch_size=32,
+        learning_rate=3e-3,
+        max_epochs=4,
+        patience=8,
+        head_hidden_size=32,
+        head_dropout=0.0,
+        log_with="none",
+        progress=False,
+    )
     return FitArguments(**{**fields, **overrides})
 
 
@@ -262,7 +302,7 @@ def _partial_checkpoint(accelerator_self, output_dir, *args, **kwargs):
 
 
 def _is_head_temp(path, *args, **kwargs):
-    return Path(path).name.startswith(f".{training.HEAD_FILE}.")
+    return Path(path).name.startswith(f".{head_module.HEAD_FILE}.")
 
 
 def _is_checkpoint_publish(src, dst, *args, **kwargs):
@@ -276,16 +316,17 @@ def _half_head(path, writer):
 TRAINING_FAULTS = {
     # accelerate's save_state of the third epoch's checkpoint
     "save_state": ("accelerate.Accelerator", "save_state", lambda: DiskFull(3), _partial_checkpoint, 2),
-    # the best head of a later improving epoch (its temp file, written through utils.write_synced)
-    "best head": (utils, "write_synced", lambda: DiskFull(3, _is_head_temp), _half_head, None),
+    # the best head of a later improving epoch (its temp file, written through files.write_synced)
+    "best head": (files, "write_synced", lambda: DiskFull(3, _is_head_temp), _half_head, None),
     # the rename that publishes the third checkpoint, after the previous one was moved to checkpoint.old
     "publish rename": (os, "replace", lambda: DiskFull(3, _is_checkpoint_publish), None, 2),
 }
 
 
 @pytest.mark.parametrize("fault", list(TRAINING_FAULTS))
-def test_disk_full_during_checkpointing_keeps_the_last_checkpoint_and_resume_finishes(cache, vocab_files, straight_run,
-                                                                                      tmp_path, monkeypatch, fault):
+def test_disk_full_during_checkpointing_keeps_the_last_checkpoint_and_resume_finishes(
+    cache, vocab_files, straight_run, tmp_path, monkeypatch, fault
+):
     import accelerate
 
     target, attribute, make_fault, partial, epochs_kept = TRAINING_FAULTS[fault]
@@ -293,14 +334,14 @@ def test_disk_full_during_checkpointing_keeps_the_last_checkpoint_and_resume_fin
     disk = make_fault()
     out = tmp_path / "run"
     saved_heads: list[bytes] = []
-    real_save_head = training.save_head
+    real_save_head = trainer.save_head
 
-    def recording_save_head(head, config, output_dir, extra):  # what the best head was before each save
-        if Path(output_dir).name == "best" and (Path(output_dir) / training.HEAD_FILE).exists():
-            saved_heads.append((Path(output_dir) / training.HEAD_FILE).read_bytes())
-        return real_save_head(head, config, output_dir, extra)
+    def recording_save_head(head, fields, sizes, output_dir, extra):  # what the best head was before each save
+        if Path(output_dir).name == "best" and (Path(output_dir) / head_module.HEAD_FILE).exists():
+            saved_heads.append((Path(output_dir) / head_module.HEAD_FILE).read_bytes())
+        return real_save_head(head, fields, sizes, output_dir, extra)
 
-    monkeypatch.setattr(training, "save_head", recording_save_head)
+    monkeypatch.setattr(trainer, "save_head", recording_save_head)
     monkeypatch.setattr(target, attribute, disk.wrap(getattr(target, attribute), partial))
     with torch_threads(1), pytest.raises(OSError) as info:
         fit(fit_args(out, vocab_files), cache)
@@ -313,14 +354,16 @@ def test_disk_full_during_checkpointing_keeps_the_last_checkpoint_and_resume_fin
     # nothing half-written is left; the last complete checkpoint and the best head load
     assert not (out / "checkpoint.tmp").exists()
     assert not [p.name for p in (out / "best").iterdir() if p.name.startswith(".")]
-    kept = next(out / name for name in ("checkpoint", "checkpoint.old") if (out / name / "trainer_state.json").is_file())
+    kept = next(
+        out / name for name in ("checkpoint", "checkpoint.old") if (out / name / "trainer_state.json").is_file()
+    )
     state = json.loads((kept / "trainer_state.json").read_text())
     if epochs_kept is not None:
         assert state["epoch"] == epochs_kept and f"{kept.name}/, {epochs_kept} epoch(s) done" in message
     head, saved = load_head(out / "best")  # loads: complete weights and config
     assert saved["epoch"] <= state["epoch"]  # from an epoch that ran: the kept checkpoint's or the failed one
     if fault == "best head":  # the failed save left the previous best head byte for byte
-        assert saved_heads and (out / "best" / training.HEAD_FILE).read_bytes() == saved_heads[-1]
+        assert saved_heads and (out / "best" / head_module.HEAD_FILE).read_bytes() == saved_heads[-1]
 
     with torch_threads(1):
         fit(fit_args(out, vocab_files, resume=True), cache)
@@ -329,4 +372,4 @@ def test_disk_full_during_checkpointing_keeps_the_last_checkpoint_and_resume_fin
     for a, b in zip(resumed, straight):
         for key in ("train_loss", "val_macro_f1"):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (fault, key, a["epoch"])
-    assert (out / training.HEAD_FILE).read_bytes() == (straight_run / training.HEAD_FILE).read_bytes()
+    assert (out / head_module.HEAD_FILE).read_bytes() == (straight_run / head_module.HEAD_FILE).read_bytes()

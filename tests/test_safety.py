@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -25,14 +24,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REMOTE_CODE
 
 REPO = Path(__file__).resolve().parents[1]
-REMOTE_CODE = ("configuration_meralign.py", "modeling_meralign.py", "pipeline_meralign.py", "audio_meralign.py")
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 # (file, enclosing function): the only calls that may pass trust_remote_code=True. Both load a folder this
 # project exported (the Space's model, the demo's freshly exported model), i.e. code we wrote and ship.
 TRUSTED_REMOTE_CODE = {("space/app.py", "get_pipeline"), ("meralign/demo.py", "classify_example")}
-WEIGHT_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".h5", ".msgpack", ".joblib", ".npy", ".npz", ".onnx"}
+WEIGHT_SUFFIXES = {
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".pkl",
+    ".pickle",
+    ".h5",
+    ".msgpack",
+    ".joblib",
+    ".npy",
+    ".npz",
+    ".onnx",
+}
 
 
 # ------------------------------------------------------------------------------------------ 1. the scanner
@@ -132,8 +144,12 @@ def scan_source(source: str, path: str) -> tuple[list[Finding], list[tuple[str, 
 def tracked_python_files() -> list[Path]:
     """Every Python file the repository tracks (or, outside a checkout, every one but the venv and outputs)."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "*.py"],
-                             cwd=REPO, capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "*.py"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout
         files = [REPO / name for name in out.decode().split("\0") if name]
     except (OSError, subprocess.CalledProcessError):
         files = [p for p in REPO.rglob("*.py") if not {".venv", "outputs", ".git"} & set(p.relative_to(REPO).parts)]
@@ -158,9 +174,16 @@ SELF_TEST = {
     "model.save_pretrained(d, safe_serialization=False)": "safe_serialization=False",
     "torch.save(model.state_dict(), 'w.pt')": "torch.save writes a pickle",
 }
-SAFE_SNIPPETS = ["torch.load('x.pt', weights_only=True)", "np.load('x.npy', allow_pickle=False)", "model.eval()",
-                 "yaml.safe_load(text)", "yaml.load(text, Loader=yaml.SafeLoader)", "subprocess.run(['ls'], check=True)",
-                 "re.compile('x')", "pipe.save_pretrained(d, safe_serialization=True)"]
+SAFE_SNIPPETS = [
+    "torch.load('x.pt', weights_only=True)",
+    "np.load('x.npy', allow_pickle=False)",
+    "model.eval()",
+    "yaml.safe_load(text)",
+    "yaml.load(text, Loader=yaml.SafeLoader)",
+    "subprocess.run(['ls'], check=True)",
+    "re.compile('x')",
+    "pipe.save_pretrained(d, safe_serialization=True)",
+]
 
 
 @pytest.mark.parametrize("snippet", list(SELF_TEST))
@@ -170,9 +193,13 @@ def test_the_scanner_flags_each_unsafe_call(snippet):
 
 
 def test_the_scanner_passes_safe_calls_and_finds_trust_remote_code():
-    findings, _ = scan_source("\n".join(["import numpy as np, torch, yaml, re, subprocess", *SAFE_SNIPPETS]), "meralign/x.py")
+    findings, _ = scan_source(
+        "\n".join(["import numpy as np, torch, yaml, re, subprocess", *SAFE_SNIPPETS]), "meralign/x.py"
+    )
     assert findings == []
-    _, calls = scan_source("def load():\n    return pipeline('t', model='m', trust_remote_code=True)\n", "meralign/x.py")
+    _, calls = scan_source(
+        "def load():\n    return pipeline('t', model='m', trust_remote_code=True)\n", "meralign/x.py"
+    )
     assert calls == [("meralign/x.py", "load")]
     # tests may rely on numpy's default, which never unpickles
     assert scan_source("import numpy as np\nnp.load('x.npy')\n", "tests/test_x.py")[0] == []
@@ -212,9 +239,12 @@ def _imports_by_function(tree: ast.AST, scope: str = "<module>"):
 
 
 def test_remote_code_reaches_the_network_only_on_explicit_paths():
-    uses = {(name, scope) for name in REMOTE_CODE
-            for scope, module in _imports_by_function(ast.parse((REPO / name).read_text(encoding="utf-8")))
-            if module.split(".")[0] in NETWORK_MODULES}
+    uses = {
+        (name, scope)
+        for name in REMOTE_CODE
+        for scope, module in _imports_by_function(ast.parse((REPO / name).read_text(encoding="utf-8")))
+        if module.split(".")[0] in NETWORK_MODULES
+    }
     assert uses == NETWORK_IMPORTS, sorted(uses)
 
 
@@ -233,15 +263,22 @@ def test_exported_model_folder_holds_only_safetensors_and_the_shipped_code(tiny_
     for name in REMOTE_CODE:
         assert (tiny_model_dir / name).read_bytes() == (REPO / name).read_bytes(), name
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    assert set(config["auto_map"].values()) <= {"configuration_meralign.MERAlignConfig", "modeling_meralign.MERAlignModel"}
+    assert set(config["auto_map"].values()) <= {
+        "configuration_meralign.MERAlignConfig",
+        "modeling_meralign.MERAlignModel",
+    }
+    processor = json.loads((tiny_model_dir / "processor_config.json").read_text())
+    assert processor["auto_map"] == {"AutoProcessor": "processing_meralign.MERAlignProcessor"}
 
 
 # ---------------------------------------------------------------------------------- 3. training checkpoints
 def test_training_checkpoints_resume_without_unsafe_torch_load(tmp_path, monkeypatch):
     import torch
-
     from fake_cache import make_cache
-    from meralign.training import FitArguments, fit, load_head
+
+    from meralign.head import load_head
+    from meralign.training.arguments import FitArguments
+    from meralign.training.trainer import fit
 
     labels = ("happy", "sad", "calm", "angry")
     cache = make_cache({"a": {label: i for i, label in enumerate(labels)}}, n_tracks=24)
@@ -249,8 +286,18 @@ def test_training_checkpoints_resume_without_unsafe_torch_load(tmp_path, monkeyp
     vocab.write_text(json.dumps({"labels": list(labels), "top_k": 1}))
 
     def args(**overrides):
-        fields = dict(cache_dir="", output_dir=str(tmp_path / "run"), vocabularies=[f"a={vocab}"], batch_size=32,
-                      max_epochs=2, patience=5, head_hidden_size=32, head_dropout=0.0, log_with="none", progress=False)
+        fields = dict(
+            cache_dir="",
+            output_dir=str(tmp_path / "run"),
+            vocabularies=[f"a={vocab}"],
+            batch_size=32,
+            max_epochs=2,
+            patience=5,
+            head_hidden_size=32,
+            head_dropout=0.0,
+            log_with="none",
+            progress=False,
+        )
         return FitArguments(**{**fields, **overrides})
 
     fit(args(), cache)
@@ -284,8 +331,8 @@ sys.dont_write_bytecode = True
 folder = {folder!r}
 # what the modules import, loaded first: the probe is about the modules' own top-level code
 import numpy, torch, torch.nn.functional
-from transformers import (AutoModel, BertConfig, BertModel, HubertConfig, HubertModel, PretrainedConfig,
-                          PreTrainedModel)
+from transformers import (AutoModel, BatchFeature, BertConfig, BertModel, HubertConfig, HubertModel,
+                          PretrainedConfig, PreTrainedModel, ProcessorMixin)
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
@@ -300,7 +347,8 @@ def refuse(what):
     return refused
 
 def audit(event, args):
-    if event.startswith(("socket.", "urllib.", "http.", "subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn")):
+    if event.startswith(("socket.", "urllib.", "http.", "subprocess.", "os.system", "os.exec", "os.spawn",
+                         "os.posix_spawn")):
         violations.append(event)
         raise RuntimeError(event + " at import time")
     if event == "open":
@@ -316,8 +364,10 @@ sys.addaudithook(audit)
 
 sys.path.insert(0, os.path.join(folder, "flat"))
 import configuration_meralign, audio_meralign, modeling_meralign, pipeline_meralign   # absolute fallbacks
+import processing_meralign, cpu_meralign, scoring_meralign
 sys.path.insert(0, folder)
-import shipped.pipeline_meralign                                                        # relative imports
+import shipped.processing_meralign, shipped.modeling_meralign                           # relative imports
+import shipped.pipeline_meralign
 print("RESULT " + json.dumps({{"violations": violations, "task": pipeline_meralign.TASK,
                                "registered": pipeline_meralign.TASK in PIPELINE_REGISTRY.get_supported_tasks()}}))
 """
@@ -335,13 +385,18 @@ def test_remote_code_does_no_file_or_network_access_at_import(run_isolated, tmp_
         shutil.copy(REPO / name, tmp_path / "shipped" / name)
     result = run_isolated(IMPORT_PROBE.format(folder=str(tmp_path)), timeout=240)
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    report = json.loads(line[len("RESULT "):])
+    report = json.loads(line[len("RESULT ") :])
     assert report["violations"] == [], report
     assert report["task"] == "zero-shot-music-emotion" and report["registered"]
     # the probe itself works: the same hook does catch a file read and a socket
-    probe_check = run_isolated(IMPORT_PROBE.format(folder=str(tmp_path)).replace(
-        "import shipped.pipeline_meralign", "import shipped.pipeline_meralign\n"
-        "try:\n    open(os.__file__)\nexcept RuntimeError:\n    pass\n"
-        "try:\n    socket.create_connection(('127.0.0.1', 9))\nexcept RuntimeError:\n    pass"), timeout=240)
-    caught = json.loads(next(l for l in probe_check.stdout.splitlines() if l.startswith("RESULT "))[7:])["violations"]
+    probe_check = run_isolated(
+        IMPORT_PROBE.format(folder=str(tmp_path)).replace(
+            "import shipped.pipeline_meralign",
+            "import shipped.pipeline_meralign\n"
+            "try:\n    open(os.__file__)\nexcept RuntimeError:\n    pass\n"
+            "try:\n    socket.create_connection(('127.0.0.1', 9))\nexcept RuntimeError:\n    pass",
+        ),
+        timeout=240,
+    )
+    caught = json.loads(next(x for x in probe_check.stdout.splitlines() if x.startswith("RESULT "))[7:])["violations"]
     assert "open" in caught and "socket.create_connection" in caught, caught

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .aggregation import AGGREGATION_METHODS, aggregate_songs, chance_baselines
+from .aggregation import aggregate_songs, chance_baselines
 from .multilabel_emotion.topk_metrics import binarize_top_k, multilabel_topk_metrics, top_k_indices
 
 METRIC_PATH = Path(__file__).resolve().parent / "multilabel_emotion"
 
-__all__ = ["AGGREGATION_METHODS", "METRIC_PATH", "aggregate_songs", "binarize_top_k", "chance_baselines",
-           "load_metric", "multilabel_topk_metrics", "top_k_indices"]
+__all__ = [
+    "METRIC_PATH",
+    "aggregate_songs",
+    "binarize_top_k",
+    "chance_baselines",
+    "load_metric",
+    "multilabel_topk_metrics",
+    "top_k_indices",
+]
 
 
 def load_metric(**kwargs):

@@ -6,10 +6,13 @@ results of the method's paper are at or below chance, so a score without its bas
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Optional, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 from scipy.stats import binom
+
+from scoring_meralign import AGGREGATIONS, aggregate_segments
 
 from .multilabel_emotion.topk_metrics import (
     auc_label_mask,
@@ -20,47 +23,43 @@ from .multilabel_emotion.topk_metrics import (
     validate_top_k,
 )
 
-AGGREGATION_METHODS = ("mean", "vote")
 
-
-def aggregate_songs(segment_scores: Any, song_ids: Sequence[Hashable], method: str = "mean",
-                    top_k: Optional[int] = None) -> tuple[list[Hashable], np.ndarray]:
-    """Combine segment score rows [S, L] into one row per song [N, L].
+def aggregate_songs(
+    segment_scores: Any, song_ids: Sequence[Hashable], method: str = "mean", top_k: Optional[int] = None
+) -> tuple[list[Hashable], np.ndarray]:
+    """Combine segment score rows [S, L] into one row per song [N, L], by the pipeline's own rule.
 
     Args:
         segment_scores: scores [S, L], higher = more likely.
         song_ids: S hashable ids; segments of a song need not be contiguous.
-        method: ``"mean"`` averages the segments' scores. ``"vote"`` is majority voting: each
-            segment votes for its ``top_k`` labels (ties to the lower label index), and a song's
-            score for a label is the fraction of its segments that voted for it, plus a tie-break
-            offset below half a vote, ordered by the label's mean segment score (then by lower
-            label index). Hence the top-k of the vote scores IS the majority-vote prediction with
-            ties broken by mean score, and ``np.round(score * n_segments) / n_segments`` recovers
-            the plain vote fraction.
+        method: ``"mean"`` averages the segments' scores; ``"vote"`` is the majority vote of
+            ``scoring_meralign.aggregate_segments``: each segment votes for its ``top_k`` labels, and a
+            song's score for a label is the fraction of its segments that voted for it plus a tie-break
+            offset below half a vote (by mean segment score, then lower label index). Hence the top-k of
+            the vote scores IS the majority-vote prediction the pipeline returns, and
+            ``np.round(score * n_segments) / n_segments`` recovers the plain vote fraction.
         top_k: labels each segment votes for; required for ``"vote"``, unused by ``"mean"``.
 
     Returns:
         (unique song ids in order of first appearance, song scores [N, L] float64).
     """
     scores = validate_scores(segment_scores, argument="segment_scores")
-    if method not in AGGREGATION_METHODS:
-        raise ValueError(f"method must be one of {AGGREGATION_METHODS}, got {method!r}")
+    if method not in AGGREGATIONS:
+        raise ValueError(f"method must be one of {AGGREGATIONS}, got {method!r}")
     unique_ids, inverse = _factorize(song_ids, scores.shape[0])
-    counts = np.bincount(inverse, minlength=len(unique_ids)).astype(np.float64)[:, None]
-    means = _group_sum(scores, inverse, len(unique_ids)) / counts
     if method == "mean":
         if top_k is not None:
             validate_top_k(top_k, scores.shape[1])
-        return unique_ids, means
+        return unique_ids, aggregate_segments(scores, "mean", groups=inverse)[0]
     if top_k is None:
         raise ValueError('top_k is required for method="vote": the number of labels each segment votes for')
     top_k = validate_top_k(top_k, scores.shape[1])
-    votes = _group_sum(binarize_top_k(scores, top_k).astype(np.float64), inverse, len(unique_ids))
-    return unique_ids, votes / counts + _tie_break_offsets(means) * (0.5 / counts)
+    return unique_ids, aggregate_segments(scores, "vote", vote_k=top_k, groups=inverse)[1]
 
 
-def chance_baselines(references: Any, top_k: int, prior: Any = None, n_trials: int = 200,
-                     seed: int = 0, method: str = "exact") -> dict[str, Any]:
+def chance_baselines(
+    references: Any, top_k: int, prior: Any = None, n_trials: int = 200, seed: int = 0, method: str = "exact"
+) -> dict[str, Any]:
     """Scores a model must beat on ``references`` [N, L] at ``top_k``.
 
     - ``random_topk``: expected macro precision/recall/F1 and micro F1 when each row's top-k is
@@ -92,10 +91,15 @@ def chance_baselines(references: Any, top_k: int, prior: Any = None, n_trials: i
     prevalence = truth.mean(axis=0)[valid]
     return {
         "random_topk": random_topk,
-        "frequency_prior": {**set_metrics(truth, predicted), "predicted_labels": [int(i) for i in chosen],
-                            "prior": "given" if prior is not None else "references"},
-        "random_scores": {"roc_auc_macro": 0.5 if valid.any() else float("nan"),
-                          "pr_auc_macro": float(prevalence.mean()) if valid.any() else float("nan")},
+        "frequency_prior": {
+            **set_metrics(truth, predicted),
+            "predicted_labels": [int(i) for i in chosen],
+            "prior": "given" if prior is not None else "references",
+        },
+        "random_scores": {
+            "roc_auc_macro": 0.5 if valid.any() else float("nan"),
+            "pr_auc_macro": float(prevalence.mean()) if valid.any() else float("nan"),
+        },
         "top_k": top_k,
         "n_rows": int(n_rows),
     }
@@ -116,13 +120,18 @@ def _random_topk_exact(truth: np.ndarray, top_k: int) -> dict[str, float]:
     positives = truth.sum(axis=0).astype(np.float64)
     t = np.arange(1, n_rows + 1, dtype=np.float64)
     weights = binom.pmf(t, n_rows, q)
-    f1 = (weights[None, :] * 2 * t[None, :] * positives[:, None]
-          / (n_rows * (positives[:, None] + t[None, :]))).sum(axis=1)
+    f1 = (weights[None, :] * 2 * t[None, :] * positives[:, None] / (n_rows * (positives[:, None] + t[None, :]))).sum(
+        axis=1
+    )
     precision = positives / n_rows * (1.0 - (1.0 - q) ** n_rows)
     recall = np.where(positives > 0, q, 0.0)
     total = positives.sum()
-    return {"macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
-            "macro_f1": float(f1.mean()), "micro_f1": float(2 * q * total / (total + n_rows * top_k))}
+    return {
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "micro_f1": float(2 * q * total / (total + n_rows * top_k)),
+    }
 
 
 def _random_topk_simulated(truth: np.ndarray, top_k: int, n_trials: int, seed: int) -> dict[str, float]:
@@ -159,18 +168,3 @@ def _factorize(song_ids: Sequence[Hashable], n_segments: int) -> tuple[list[Hash
     except TypeError:
         raise TypeError("song_ids must contain hashable ids (str or int)") from None
     return list(index), inverse
-
-
-def _group_sum(rows: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
-    sums = np.zeros((n_groups, rows.shape[1]), dtype=np.float64)
-    np.add.at(sums, inverse, rows)
-    return sums
-
-
-def _tie_break_offsets(means: np.ndarray) -> np.ndarray:
-    """Per row, (L-1-rank)/L in [0, 1) with rank 0 for the highest mean (ties: lower index first)."""
-    n_labels = means.shape[1]
-    order = np.argsort(-means, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(n_labels)[None, :].repeat(means.shape[0], axis=0), axis=1)
-    return (n_labels - 1 - rank) / n_labels

@@ -52,10 +52,12 @@ class MultilabelEmotion(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             # References travel as float64 too: an int feature would silently truncate a wrong 0.5
             # on the way in, and the binary check below could not see it.
-            features=datasets.Features({
-                "predictions": datasets.Sequence(datasets.Value("float64")),
-                "references": datasets.Sequence(datasets.Value("float64")),
-            }),
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
+                    "references": datasets.Sequence(datasets.Value("float64")),
+                }
+            ),
             reference_urls=["https://arxiv.org/abs/2410.11522"],
         )
 

@@ -1,7 +1,8 @@
 """Multi-label emotion metrics at top-k, computed with scikit-learn.
 
 This file is imported by the ``evaluate`` metric script next to it (``evaluate`` copies it into its
-module cache), so it depends only on numpy and scikit-learn and never on the ``meralign`` package.
+module cache), so it depends only on numpy, scikit-learn and the installed scoring rules (``scoring_meralign``),
+never on the ``meralign`` package.
 
 Conventions, stated once so that every number of the project means the same thing:
 
@@ -17,10 +18,13 @@ Conventions, stated once so that every number of the project means the same thin
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
+from scoring_meralign import top_k_indices  # the project's one top-k rule: ties go to the lower label index
 
 
 def validate_scores(scores: Any, argument: str = "predictions") -> np.ndarray:
@@ -37,8 +41,9 @@ def validate_scores(scores: Any, argument: str = "predictions") -> np.ndarray:
     return array
 
 
-def validate_references(references: Any, shape: Optional[tuple[int, int]] = None,
-                        argument: str = "references") -> np.ndarray:
+def validate_references(
+    references: Any, shape: Optional[tuple[int, int]] = None, argument: str = "references"
+) -> np.ndarray:
     """Return ``references`` as a 0/1 int matrix [N, L] or raise naming ``argument``.
 
     ``shape``, when given, is the shape of the matching score matrix.
@@ -47,11 +52,15 @@ def validate_references(references: Any, shape: Optional[tuple[int, int]] = None
         array = np.asarray(references)
         numeric = array.astype(np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{argument} must be a multi-hot matrix [N, L] of 0/1 with rows of equal length: {error}") from None
+        raise ValueError(
+            f"{argument} must be a multi-hot matrix [N, L] of 0/1 with rows of equal length: {error}"
+        ) from None
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{argument} must be a non-empty 2-D multi-hot matrix [N, L], got shape {array.shape}")
     if shape is not None and array.shape != tuple(shape):
-        raise ValueError(f"{argument} has shape {array.shape} but predictions have shape {tuple(shape)}: they must match")
+        raise ValueError(
+            f"{argument} has shape {array.shape} but predictions have shape {tuple(shape)}: they must match"
+        )
     if not np.isin(numeric, (0.0, 1.0)).all():
         bad = numeric[~np.isin(numeric, (0.0, 1.0))][0]
         raise ValueError(f"{argument} must be binary (0/1 multi-hot), found the value {float(bad)!r}")
@@ -65,11 +74,6 @@ def validate_top_k(top_k: Any, n_labels: int) -> int:
     if not 1 <= int(top_k) <= n_labels:
         raise ValueError(f"top_k must be in [1, {n_labels}] (the number of labels), got {top_k}")
     return int(top_k)
-
-
-def top_k_indices(scores: np.ndarray, top_k: int) -> np.ndarray:
-    """Indices [N, top_k] of each row's highest scores, best first; ties go to the lower label index."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
 
 
 def binarize_top_k(scores: np.ndarray, top_k: int) -> np.ndarray:
@@ -89,12 +93,17 @@ def set_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """Macro precision/recall/F1 over all labels and micro F1 of two multi-hot matrices."""
     precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, average="macro", zero_division=0)
     _, _, micro_f1, _ = precision_recall_fscore_support(truth, predicted, average="micro", zero_division=0)
-    return {"macro_precision": float(precision), "macro_recall": float(recall),
-            "macro_f1": float(f1), "micro_f1": float(micro_f1)}
+    return {
+        "macro_precision": float(precision),
+        "macro_recall": float(recall),
+        "macro_f1": float(f1),
+        "micro_f1": float(micro_f1),
+    }
 
 
-def multilabel_topk_metrics(predictions: Any, references: Any, top_k: int,
-                            labels: Optional[Sequence[str]] = None) -> dict[str, Any]:
+def multilabel_topk_metrics(
+    predictions: Any, references: Any, top_k: int, labels: Optional[Sequence[str]] = None
+) -> dict[str, Any]:
     """Top-k set metrics and ranking metrics of a score matrix against multi-hot references.
 
     Args:

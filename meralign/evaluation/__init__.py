@@ -1,0 +1,1 @@
+"""Evaluation: scoring a head on a split, the protocol, its records and its Markdown table."""

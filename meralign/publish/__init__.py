@@ -1,0 +1,1 @@
+"""Publishing: the model folder, export, the model card, the Space files and the push."""

@@ -1,0 +1,1 @@
+"""Head training: arguments, the trainer, its checkpoints, calibration and curves."""

@@ -1,0 +1,190 @@
+"""The scoring rules of MERAlign, in one place.
+
+What a label list and a text template may be, how a label becomes text, how cosines between audio and label
+embeddings become scores, and how the scores of a recording's segments become the recording's scores. The
+configuration, the pipeline, the vocabularies, the label alignment, the metrics and the music library all
+import these rules from here, so they cannot disagree.
+
+Part of the model's remote code: it imports only the standard library and numpy.
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+
+AGGREGATIONS = ("mean", "vote")
+TEXT_MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers: longer label texts are cut
+
+
+# ------------------------------------------------------------------------------------------- labels
+def validate_labels(labels, argument: str = "candidate_labels", *, allow_string: bool = True) -> list[str]:
+    """A label list: non-empty, strings only, no blank label, no label twice. Returns it as a list.
+
+    With `allow_string`, a string is split on commas (the pipeline's "joyful, sad"); without it a string is
+    refused, because where a vocabulary is expected a single string is almost always a mistake (one label, or
+    a file name).
+    """
+    if isinstance(labels, str):
+        if not allow_string:
+            raise TypeError(f"{argument} must be a list of strings, got a single string {labels!r}")
+        labels = [part.strip() for part in labels.split(",") if part.strip()]
+    elif isinstance(labels, (list, tuple)):
+        labels = list(labels)
+    else:
+        expected = "a list of strings or a comma-separated string" if allow_string else "a list of strings"
+        raise TypeError(f"{argument} must be {expected}, got {type(labels).__name__}")
+    if not labels:
+        raise ValueError(f"{argument} is empty: give at least one label")
+    seen = set()
+    for label in labels:
+        if not isinstance(label, str):
+            raise TypeError(f"{argument} must contain only strings, got {label!r} ({type(label).__name__})")
+        if not label.strip():
+            raise ValueError(f"{argument} contains an empty label")
+        if label in seen:
+            raise ValueError(f"{argument} contains the label {label!r} more than once")
+        seen.add(label)
+    return labels
+
+
+# ----------------------------------------------------------------------------------------- templates
+def check_template(template, argument: str = "hypothesis_template") -> str:
+    """A text template with exactly one bare `{}` (or `{0}`) slot for the label.
+
+    So `template.format(label)` cannot fail (`{}{}`, `{x}`, a lone `{`), alter the label (`{!r}`, `{:>9}`) or
+    silently drop it (`{{}}`). Literal braces are written `{{` and `}}`.
+    """
+    message = (
+        f"{argument} must be a string containing '{{}}' exactly once, as the slot for the label "
+        f"(write literal braces as '{{{{' and '}}}}'), got {template!r}"
+    )
+    if not isinstance(template, str):
+        raise ValueError(message)
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError:  # an unmatched brace
+        raise ValueError(message) from None
+    if fields not in ([("", "", None)], [("0", "", None)]):
+        raise ValueError(message)
+    return template
+
+
+def apply_template(template: str, labels) -> list[str]:
+    """The texts the text tower embeds for `labels` under `template` (checked first)."""
+    check_template(template)
+    return [template.format(label) for label in labels]
+
+
+# ------------------------------------------------------------------------------------------- scores
+def top_k_indices(scores: np.ndarray, top_k: int) -> np.ndarray:
+    """Indices [N, top_k] of each row's highest scores, best first; equal scores go to the lower label index."""
+    return np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :top_k]
+
+
+def segment_scores(
+    cosine, *, multi_label: bool, logit_scale: float, multilabel_scale: float, multilabel_bias: float
+) -> np.ndarray:
+    """Per-segment label scores [S, L] (float64) from cosines between audio and label embeddings.
+
+    Single-label: a softmax over the labels of `exp(logit_scale) * cosine` (CLIP's temperature, fitted on the
+    training datasets' validation data). Multi-label: independent `sigmoid(multilabel_scale * cosine +
+    multilabel_bias)`, a logistic calibration fitted on the same data.
+    """
+    cosine = np.asarray(cosine, dtype=np.float64)
+    if cosine.ndim != 2:
+        raise ValueError(f"cosine must be a 2-D matrix [segments, labels], got shape {cosine.shape}")
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-(multilabel_scale * cosine + multilabel_bias)))
+    logits = np.exp(logit_scale) * cosine
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def aggregate_segments(scores, aggregation: str, vote_k: int = 1, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of whole recordings from the scores of their segments.
+
+    `scores` [S, L]; `groups` [S] says which recording (0..N-1) each segment belongs to (None: all of one
+    recording). Returns `(scores [N, L], ranking [N, L])`:
+
+    - "mean": a recording's score is the mean of its segments' scores.
+    - "vote" (the paper's majority vote): each segment votes for its `vote_k` best labels (`top_k_indices`);
+      a label's score is the fraction of the recording's segments that voted for it.
+
+    `ranking` orders labels the one way this project ranks them: by score, equal scores by the mean segment
+    score, then by the lower label index. For "vote" it is the vote fraction plus an offset below half a vote
+    (so `top_k_indices(ranking, k)` is the majority-vote prediction with that tie-break); for "mean" it is the
+    score itself.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or not scores.shape[0] or not scores.shape[1]:
+        raise ValueError(f"scores must be a non-empty matrix [segments, labels], got shape {scores.shape}")
+    groups = np.zeros(len(scores), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    if groups.shape != (len(scores),) or (groups < 0).any():
+        raise ValueError(f"groups must hold one recording index >= 0 per segment ({len(scores)}), got {groups.shape}")
+    n_groups = int(groups.max()) + 1
+    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)[:, None]
+    if (counts == 0).any():
+        raise ValueError("groups must number recordings 0..N-1 without gaps")
+    means = _group_sum(scores, groups, n_groups) / counts
+    if aggregation == "mean":
+        return means, means
+    k = min(int(vote_k), scores.shape[1])
+    if k < 1:
+        raise ValueError(f"vote_k must be an int >= 1, got {vote_k!r}")
+    votes = np.zeros(scores.shape, dtype=np.float64)
+    np.put_along_axis(votes, top_k_indices(scores, k), 1.0, axis=1)
+    fractions = _group_sum(votes, groups, n_groups) / counts
+    return fractions, fractions + _tie_break_offsets(means) * (0.5 / counts)
+
+
+def _group_sum(rows: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    sums = np.zeros((n_groups, rows.shape[1]), dtype=np.float64)
+    np.add.at(sums, groups, rows)
+    return sums
+
+
+def _tie_break_offsets(means: np.ndarray) -> np.ndarray:
+    """Per row, (L-1-rank)/L in [0, 1) with rank 0 for the highest mean (equal means: lower index first)."""
+    n_labels = means.shape[1]
+    order = top_k_indices(means, n_labels)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n_labels), order.shape).copy(), axis=1)
+    return (n_labels - 1 - rank) / n_labels
+
+
+def score_recording(
+    cosine,
+    labels: list[str],
+    *,
+    calibration: dict,
+    multi_label: bool = False,
+    aggregation: str = "mean",
+    top_k: int | None = None,
+) -> tuple[list[dict], np.ndarray]:
+    """One recording's ranked `[{"label", "score"}]` (its `top_k` best, all when None) and its per-segment scores.
+
+    `cosine` [segments, labels] are the cosines between the recording's segment embeddings and the label
+    embeddings; `calibration` holds the model's `logit_scale`, `multilabel_scale` and `multilabel_bias`. With
+    "vote", each segment votes for its `top_k` best labels (1 when None).
+    """
+    per_segment = segment_scores(
+        cosine,
+        multi_label=multi_label,
+        logit_scale=float(calibration["logit_scale"]),
+        multilabel_scale=float(calibration["multilabel_scale"]),
+        multilabel_bias=float(calibration["multilabel_bias"]),
+    )
+    if per_segment.shape[1] != len(labels):
+        raise ValueError(f"cosine has {per_segment.shape[1]} label columns but labels has {len(labels)} entries")
+    scores, ranking = aggregate_segments(per_segment, aggregation, vote_k=top_k or 1)
+    order = top_k_indices(ranking, top_k or len(labels))[0]
+    return [{"label": labels[i], "score": float(scores[0, i])} for i in order], per_segment
