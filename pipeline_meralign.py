@@ -8,6 +8,7 @@ segment (streamed, so memory does not grow with duration), offers independent pe
 
 from __future__ import annotations
 
+import hashlib
 import types
 from collections import OrderedDict
 
@@ -32,6 +33,9 @@ LABEL_BATCH_SIZE = 64
 # (template, label) embeddings kept between calls; the least recently used go first, so a long-running server
 # fed arbitrary labels does not grow without bound (8192 x 384 floats: 12 MB).
 LABEL_CACHE_SIZE = 8192
+# Segment embeddings kept between calls, keyed by content: 4096 x 384 floats is 6 MB, and holds every segment
+# of 11 hours of audio at 10 s segments.
+AUDIO_CACHE_SIZE = 4096
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -79,6 +83,8 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         if self._batch_size is None:
             self._batch_size = DEFAULT_BATCH_SIZE  # segments of one file are batched too
         self._label_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+        self._audio_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._audio_cache_size = AUDIO_CACHE_SIZE
 
     # --------------------------------------------------------------------------------- parameters
     def _sanitize_parameters(
@@ -164,20 +170,81 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     def _forward(self, model_inputs):
         start, end = model_inputs.pop("start"), model_inputs.pop("end")
         is_last = model_inputs.pop("is_last")
-        input_values = model_inputs["input_values"]
         # an int (batch_size=1) or a list of ints (collated batch): one count per row either way
-        valid = torch.as_tensor(model_inputs["valid"], device=input_values.device).reshape(-1, 1)
-        attention_mask = (torch.arange(input_values.shape[-1], device=input_values.device) < valid).long()
-        embeds = self.model.get_audio_features(input_values.to(self.model.dtype), attention_mask)
+        valid = torch.as_tensor(model_inputs["valid"]).reshape(-1)
+        embeds = self.segment_embeddings(model_inputs["input_values"], valid)
+        return {"audio_embeds": embeds, "start": start, "end": end, "is_last": is_last}
+
+    # ------------------------------------------------------------------------------ audio embeddings
+    @property
+    def audio_cache_size(self) -> int:
+        """How many segment embeddings the audio-embedding cache keeps (0: none)."""
+        return self._audio_cache_size
+
+    @audio_cache_size.setter
+    def audio_cache_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"audio_cache_size must be an int >= 0 (0 turns the cache off), got {value!r}")
+        self._audio_cache_size = value
+        while len(self._audio_cache) > self._audio_cache_size:
+            self._audio_cache.popitem(last=False)
+
+    @torch.inference_mode()
+    def segment_embeddings(self, input_values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Audio embeddings [batch, dim] (float32) of segments [batch, samples] whose first `valid` samples are real.
+
+        Segments seen before come from the audio-embedding cache, keyed by their content (samples and length),
+        so scoring the same recording again with other labels does not run the audio tower again. The cache
+        holds at most `audio_cache_size` segments (least recently used go first; 0 turns it off).
+        """
+        keys = [_segment_key(row, int(n)) for row, n in zip(input_values, valid)]
+        cache = self._audio_cache
+        missing = [key for key in dict.fromkeys(keys) if key not in cache]
+        if missing:
+            rows = [keys.index(key) for key in missing]
+            for key, embed in zip(missing, self._run_audio_tower(input_values[rows], valid[rows])):
+                cache[key] = embed
+        out = torch.stack([cache[key] for key in keys])
+        for key in keys:
+            cache.move_to_end(key)
+        while len(cache) > self._audio_cache_size:
+            cache.popitem(last=False)
+        return out
+
+    def _run_audio_tower(self, input_values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        device = self.model.device
+        mask = (torch.arange(input_values.shape[-1], device=device) < valid.to(device).reshape(-1, 1)).long()
+        embeds = self.model.get_audio_features(input_values.to(device, self.model.dtype), mask)
         if not torch.isfinite(embeds).all():
-            # finite samples far beyond full scale (e.g. 1e38) overflow inside the tower: say so, never return NaN
+            # a last line of defence: audio_meralign refuses samples beyond full scale before they get here
             peak = float(input_values.abs().max())
             raise ValueError(
                 f"audio gave non-finite features: its samples reach {peak:.3g} in magnitude, which overflows the "
-                "model "
-                f"in {str(self.model.dtype).replace('torch.', '')}; float audio is expected in [-1, 1]"
+                f"model in {str(self.model.dtype).replace('torch.', '')}; float audio is expected in [-1, 1]"
             )
-        return {"audio_embeds": embeds.float(), "start": start, "end": end, "is_last": is_last}
+        return embeds.float().cpu()
+
+    def recording_embeddings(self, inputs, segment_seconds: float | None = None) -> tuple[torch.Tensor, list]:
+        """One recording's segment embeddings [segments, dim] and their `(start, end)` seconds, exactly as a call
+        of the pipeline scores them (same segments, batching and cache), without scoring: what a library of
+        recordings stores once and scores with any labels later."""
+        if segment_seconds is not None:
+            _check_segment_covers_a_frame(self.model.config, float(segment_seconds))
+        embeds, times, batch = [], [], []
+
+        def run():
+            values = torch.cat([item["input_values"] for item in batch])
+            embeds.append(self.segment_embeddings(values, torch.tensor([item["valid"] for item in batch])))
+            batch.clear()
+
+        for item in self.preprocess(inputs, segment_seconds=segment_seconds):
+            times.append((float(item["start"]), float(item["end"])))
+            batch.append(item)
+            if len(batch) == self._batch_size:
+                run()
+        if batch:
+            run()
+        return torch.cat(embeds), times
 
     def postprocess(
         self,
@@ -246,6 +313,13 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         while len(cache) > LABEL_CACHE_SIZE:
             cache.popitem(last=False)
         return stacked
+
+
+def _segment_key(samples: torch.Tensor, valid: int) -> bytes:
+    """What a segment's embedding depends on: its real samples and the segment length (padding is zeros)."""
+    digest = hashlib.blake2b(samples[:valid].detach().cpu().contiguous().numpy().tobytes(), digest_size=16)
+    digest.update(f"{valid}/{samples.shape[-1]}".encode())
+    return digest.digest()
 
 
 def _scalar(value):

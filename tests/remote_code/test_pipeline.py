@@ -702,3 +702,60 @@ def test_silent_and_very_short_audio_give_valid_scores(pipe, name, source):
         assert_valid_ranking(ranked, softmax=not multi_label)
         assert len(result["segments"]) == (3 if name == "silence" else 1)
         assert result["segments"][0]["start"] == 0.0
+
+
+# -------------------------------------------------------------------------------- audio-embedding cache
+def counting_tower(monkeypatch, pipe) -> list[int]:
+    """Count the segments the audio tower runs on (the cache's whole point is that it often runs on none)."""
+    calls, real = [], pipe._run_audio_tower
+    monkeypatch.setattr(
+        pipe, "_run_audio_tower", lambda values, valid: calls.append(len(values)) or real(values, valid)
+    )
+    return calls
+
+
+def test_repeat_call_with_new_labels_does_not_run_the_tower(tiny_model, processors, clip, monkeypatch):
+    pipe = make_pipeline(tiny_model, processors)
+    calls = counting_tower(monkeypatch, pipe)
+    first = pipe(clip, candidate_labels=LABELS, segment_seconds=SEG, return_segments=True)
+    assert sum(calls) == 3  # three 1 s segments
+    other = ["serene", "furious", "gloomy"]
+    again = pipe(clip.copy(), candidate_labels=other, segment_seconds=SEG, return_segments=True)
+    assert sum(calls) == 3  # same content: every segment came from the cache
+    fresh = make_pipeline(tiny_model, processors)(
+        clip, candidate_labels=other, segment_seconds=SEG, return_segments=True
+    )
+    assert again["labels"] == fresh["labels"]
+    np.testing.assert_allclose(again["scores"], fresh["scores"], atol=1e-6)
+    pipe(clip, candidate_labels=LABELS, segment_seconds=SEG / 2)  # other segments: other content
+    assert sum(calls) == 3 + 5
+    louder = pipe(clip * 0.5, candidate_labels=LABELS, segment_seconds=SEG)  # other samples, same length
+    assert sum(calls) == 3 + 5 + 3 and louder != first
+
+
+def test_audio_cache_is_bounded_and_can_be_turned_off(tiny_model, processors, clip, monkeypatch):
+    pipe = make_pipeline(tiny_model, processors)
+    pipe.audio_cache_size = 2
+    calls = counting_tower(monkeypatch, pipe)
+    pipe(clip, candidate_labels=LABELS, segment_seconds=SEG)
+    assert len(pipe._audio_cache) == 2
+    pipe(clip, candidate_labels=LABELS, segment_seconds=SEG)
+    assert sum(calls) == 3 + 1  # the oldest segment was evicted and runs again
+    pipe.audio_cache_size = 0
+    pipe(clip, candidate_labels=LABELS, segment_seconds=SEG)
+    assert sum(calls) == 3 + 1 + 3 and not pipe._audio_cache
+    with pytest.raises(ValueError, match="audio_cache_size must be an int >= 0"):
+        pipe.audio_cache_size = -1
+
+
+def test_recording_embeddings_are_what_the_pipeline_scores(pipe, clip, reference):
+    embeds, times = pipe.recording_embeddings(clip, segment_seconds=SEG)
+    assert embeds.shape == (3, 384) and times == [(0.0, 1.0), (1.0, 2.0), (2.0, 2.5)]
+    torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(3))
+    labels = pipe.label_embeddings(LABELS, pipe.model.config.hypothesis_template)
+    cosine = (embeds @ labels.t()).double().numpy()
+    import scoring_meralign
+
+    ranked, _ = scoring_meralign.score_recording(cosine, LABELS, calibration=pipe.calibration())
+    assert [r["label"] for r in ranked] == [r["label"] for r in reference]
+    np.testing.assert_allclose([r["score"] for r in ranked], [r["score"] for r in reference], atol=1e-6)
