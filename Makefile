@@ -6,12 +6,15 @@ STAMP := $(VENV)/.setup-stamp
 
 .PHONY: setup demo test test-fast lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml web/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# Pinned on purpose: an unpinned torch pulls a multi-GB CUDA build; this is the CPU wheel.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[train,space,offline,test]"
+	$(PY) -m pip install --quiet -e ".[train,space,offline,test,library]"
+	# The browser page's pinned packages (onnxruntime-web, the tokenizer): web/package-lock.json
+	if command -v npm >/dev/null 2>&1; then npm ci --prefix web --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: web/node_modules not installed, the browser page test will be skipped"; fi
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -11,12 +11,12 @@ import math
 from transformers import BertConfig, HubertConfig, PretrainedConfig
 
 try:
-    from .scoring_meralign import AGGREGATIONS, check_template
+    from .scoring_meralign import AGGREGATIONS, check_label_space, check_template
 except ImportError:  # imported as a top-level module (local use, tests)
-    from scoring_meralign import AGGREGATIONS, check_template
+    from scoring_meralign import AGGREGATIONS, check_label_space, check_template
 
 POOLINGS = ("mean", "first")
-HEAD_TYPES = ("mlp", "attention")
+HEAD_TYPES = ("mlp", "attention", "linear")
 # The config fields that size the projection head (MERAlignHead takes them as keyword arguments).
 HEAD_ARGUMENTS = ("head_type", "head_hidden_size", "head_num_layers", "head_num_heads", "head_dropout")
 
@@ -48,14 +48,24 @@ class MERAlignConfig(PretrainedConfig):
             transformer layer, `num_hidden_layers` = the last layer). The paper uses 3, 6, 9, 12 of MERT-95M.
         pooling (`str`): how a segment's frames are pooled per layer: `"mean"` over time (default: it keeps
             the whole segment) or `"first"` (frame 0, the paper's choice, kept to reproduce it).
-        head_type (`str`): `"mlp"` or `"attention"` (a small transformer over the selected layers as tokens,
+        head_type (`str`): `"mlp"`, `"linear"` (one linear map: the ridge-regression baseline) or `"attention"`
+            (a small transformer over the selected layers as tokens,
             the paper's head family).
         head_hidden_size, head_num_layers, head_num_heads, head_dropout: sizes of the head.
         projection_size (`int`): the joint space; must equal the text tower's hidden size (384 for MiniLM).
         logit_scale_init_value (`float`): log of the initial temperature scale, as in CLIP.
         multilabel_scale, multilabel_bias (`float`): calibration for independent per-label scores,
             `sigmoid(multilabel_scale * cosine + multilabel_bias)`; fitted on training-dataset validation data.
-        hypothesis_template (`str`): how a label is turned into text before embedding; `"{}"` is the bare label.
+        hypothesis_template (`str`): how a label is turned into text before embedding when the model has no
+            label space; `"{}"` is the bare label (the paper's configuration).
+        label_space (`dict`, *optional*): the saved transform that turns a label into the vector scoring uses
+            (scoring_meralign.py): `templates` (a prompt ensemble), orthonormal `directions` of the text space
+            with their `factors` and `names` (the valence and arousal axes; a factor above 1 stretches a direction,
+            0 removes it, 1 keeps the cosine unchanged), the pole-word `poles` of the affect scale, and the
+            `recipe` it was built from. None: bare sentence embeddings of the label.
+        affect_calibration (`dict`, *optional*): `{"valence": [scale, bias], "arousal": [scale, bias]}` mapping
+            an audio embedding's projection on each axis to the pole-word scale; fitted on training-dataset
+            validation data. `pipeline(..., return_affect=True)` needs it.
         sampling_rate (`int`): the audio tower's rate (MERT: 24 kHz).
         segment_seconds (`float`): audio is scored in non-overlapping segments of this length.
     """
@@ -82,6 +92,8 @@ class MERAlignConfig(PretrainedConfig):
         sampling_rate=24000,
         segment_seconds=10.0,
         default_aggregation="mean",
+        label_space=None,
+        affect_calibration=None,
         **kwargs,
     ):
         if isinstance(audio_config, dict):
@@ -105,6 +117,8 @@ class MERAlignConfig(PretrainedConfig):
         self.sampling_rate = sampling_rate
         self.segment_seconds = _as_float("segment_seconds", segment_seconds)
         self.default_aggregation = default_aggregation
+        self.label_space = label_space
+        self.affect_calibration = affect_calibration
         super().__init__(**kwargs)
         self.validate_fields()
 
@@ -157,3 +171,20 @@ class MERAlignConfig(PretrainedConfig):
         ):
             raise ValueError(f"segment_seconds must be a positive number, got {self.segment_seconds!r}")
         check_template(self.hypothesis_template)
+        self.label_space = check_label_space(self.label_space, self.text_config.hidden_size)
+        if self.affect_calibration is not None:
+            calibration = self.affect_calibration
+            if (
+                not isinstance(calibration, dict)
+                or sorted(calibration) != ["arousal", "valence"]
+                or any(
+                    len(pair) != 2 or not all(isinstance(x, (int, float)) for x in pair)
+                    for pair in calibration.values()
+                )
+            ):
+                raise ValueError(
+                    f"affect_calibration must be {{'valence': [scale, bias], 'arousal': [scale, bias]}}, "
+                    f"got {calibration!r}"
+                )
+            if self.label_space is None:
+                raise ValueError("affect_calibration needs a label_space with valence and arousal axes")

@@ -20,9 +20,11 @@ from transformers.utils import ModelOutput
 try:
     from .configuration_meralign import HEAD_ARGUMENTS, HEAD_TYPES, POOLINGS, MERAlignConfig
     from .cpu_meralign import quantize_audio_tower_int8
+    from .scoring_meralign import label_space_matrix
 except ImportError:  # imported as a top-level module (local use, tests)
     from configuration_meralign import HEAD_ARGUMENTS, HEAD_TYPES, POOLINGS, MERAlignConfig
     from cpu_meralign import quantize_audio_tower_int8
+    from scoring_meralign import label_space_matrix
 
 
 @dataclass
@@ -58,6 +60,7 @@ class MERAlignHead(nn.Module):
     """Maps pooled hidden states of the selected layers [batch, n_layers, hidden] to the joint space.
 
     `mlp`: the layers are concatenated and passed through LayerNorm -> Linear -> GELU -> Linear.
+    `linear`: the concatenated layers through one Linear (the ridge-regression baseline, fitted in closed form).
     `attention`: each selected layer is a token (plus a learned layer embedding) for a small transformer
     encoder; its mean output is projected. Unlike the paper's head, which attends over a length-1
     sequence (a no-op for attention), this lets the head weigh layers against each other.
@@ -78,7 +81,9 @@ class MERAlignHead(nn.Module):
         super().__init__()
         width = head_hidden_size
         self.head_type = head_type
-        if head_type == "mlp":
+        if head_type == "linear":
+            self.net = nn.Linear(n_layers * hidden_size, projection_size)
+        elif head_type == "mlp":
             self.net = nn.Sequential(
                 nn.LayerNorm(n_layers * hidden_size),
                 nn.Linear(n_layers * hidden_size, width),
@@ -119,7 +124,7 @@ class MERAlignHead(nn.Module):
             raise ValueError(
                 f"layer_features must be [batch, n_layers, hidden], got shape {tuple(layer_features.shape)}"
             )
-        if self.head_type == "mlp":
+        if self.head_type in ("mlp", "linear"):
             projected = self.net(layer_features.flatten(1))
         else:
             tokens = self.input_proj(layer_features) + self.layer_embedding
@@ -317,6 +322,19 @@ class MERAlignModel(MERAlignPreTrainedModel):
         return self.audio_head(self.pooled_audio_layers(input_values, attention_mask))
 
     # ------------------------------------------------------------------------------------ text side
+    def get_label_embeddings(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None
+    ) -> torch.Tensor:
+        """The label-space vectors [batch, projection_size] of label texts: the text features through the model's
+        saved label-space transform, normalize(M e) (scoring_meralign.py). A label's vector is the normalized
+        mean of these over its templates (`scoring_meralign.combine_templates`); without a label space it is
+        `get_text_features`. Scoring uses these vectors, and training targets them."""
+        features = self.get_text_features(input_ids, attention_mask, token_type_ids)
+        if self.config.label_space is None:
+            return features
+        matrix = label_space_matrix(self.config.label_space, features.shape[-1])
+        return F.normalize(features @ torch.from_numpy(matrix).to(features), dim=-1)
+
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None
     ) -> torch.Tensor:

@@ -20,10 +20,34 @@ from transformers.pipelines.base import ChunkPipeline
 
 try:
     from .audio_meralign import iter_segments, receptive_field
-    from .scoring_meralign import AGGREGATIONS, TEXT_MAX_LENGTH, check_template, score_recording, validate_labels
+    from .onnx_meralign import check_backend, open_backend
+    from .scoring_meralign import (
+        AGGREGATIONS,
+        TEXT_MAX_LENGTH,
+        affect_coordinates,
+        check_template,
+        combine_templates,
+        has_affect_axes,
+        label_templates,
+        label_text,
+        score_recording,
+        validate_labels,
+    )
 except ImportError:  # imported as a top-level module (local use, tests)
     from audio_meralign import iter_segments, receptive_field
-    from scoring_meralign import AGGREGATIONS, TEXT_MAX_LENGTH, check_template, score_recording, validate_labels
+    from onnx_meralign import check_backend, open_backend
+    from scoring_meralign import (
+        AGGREGATIONS,
+        TEXT_MAX_LENGTH,
+        affect_coordinates,
+        check_template,
+        combine_templates,
+        has_affect_axes,
+        label_templates,
+        label_text,
+        score_recording,
+        validate_labels,
+    )
 
 TASK = "zero-shot-music-emotion"
 DEFAULT_BATCH_SIZE = 8
@@ -70,7 +94,13 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     Arguments: `candidate_labels` (list, or comma-separated string), `hypothesis_template` (default: the
     template the model was trained with), `multi_label` (independent calibrated sigmoid scores instead of
     a softmax over labels), `top_k`, `segment_seconds`, `aggregation` ("mean" or "vote"),
-    `return_segments` (an emotion timeline), `allow_urls` (download http(s) inputs; off by default).
+    `return_segments` (an emotion timeline), `return_affect` (valence and arousal of the recording, and of each
+    segment with `return_segments`, on the scale of the label space's pole words: -1 negative, +1 positive),
+    `allow_urls` (download http(s) inputs; off by default). With `return_segments` or `return_affect` the
+    result is a dict `{"labels", "scores"[, "valence", "arousal"][, "segments"]}`.
+
+    `backend` (a constructor argument: `pipeline(..., backend="onnx")`): "torch" (default), "onnx" (the model
+    folder's onnx/ files through ONNX Runtime, float32) or "onnx-quantized" (its int8 audio model).
     """
 
     _load_processor = False
@@ -78,8 +108,12 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     _load_feature_extractor = True
     _load_tokenizer = True
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, backend: str = "torch", **kwargs):
+        check_backend(backend)  # before the model is wrapped: a typo fails fast
         super().__init__(*args, **kwargs)
+        self.backend = backend
+        # ONNX Runtime sessions of the model folder's onnx/ files, for "onnx" / "onnx-quantized" (onnx_meralign)
+        self._onnx = open_backend(backend, self.model)
         if self._batch_size is None:
             self._batch_size = DEFAULT_BATCH_SIZE  # segments of one file are batched too
         self._label_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
@@ -96,6 +130,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         segment_seconds=None,
         aggregation=None,
         return_segments=None,
+        return_affect=None,
         allow_urls=None,
         **kwargs,
     ):
@@ -127,6 +162,13 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
             postprocess["aggregation"] = aggregation
         if return_segments is not None:
             postprocess["return_segments"] = bool(return_segments)
+        if return_affect and not self.has_affect:
+            raise ValueError(
+                "return_affect needs a model saved with affect axes (a label_space with valence and arousal "
+                "and an affect_calibration in its config); this model has none"
+            )
+        if return_affect is not None:
+            postprocess["return_affect"] = bool(return_affect)
         return preprocess, {}, postprocess
 
     def __call__(self, inputs, **kwargs):
@@ -177,6 +219,12 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
 
     # ------------------------------------------------------------------------------ audio embeddings
     @property
+    def has_affect(self) -> bool:
+        """Whether `return_affect=True` works: the model was saved with affect axes and their calibration."""
+        config = self.model.config
+        return config.affect_calibration is not None and has_affect_axes(config.label_space)
+
+    @property
     def audio_cache_size(self) -> int:
         """How many segment embeddings the audio-embedding cache keeps (0: none)."""
         return self._audio_cache_size
@@ -214,7 +262,10 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     def _run_audio_tower(self, input_values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         device = self.model.device
         mask = (torch.arange(input_values.shape[-1], device=device) < valid.to(device).reshape(-1, 1)).long()
-        embeds = self.model.get_audio_features(input_values.to(device, self.model.dtype), mask)
+        if self._onnx is not None:
+            embeds = torch.from_numpy(self._onnx.audio_embeddings(input_values.float().numpy(), mask.cpu().numpy()))
+        else:
+            embeds = self.model.get_audio_features(input_values.to(device, self.model.dtype), mask)
         if not torch.isfinite(embeds).all():
             # a last line of defence: audio_meralign refuses samples beyond full scale before they get here
             peak = float(input_values.abs().max())
@@ -255,13 +306,13 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         top_k=None,
         aggregation=None,
         return_segments=False,
+        return_affect=False,
     ):
         config = self.model.config
-        template = hypothesis_template or config.hypothesis_template
         aggregation = aggregation or getattr(config, "default_aggregation", "mean")
-        audio = torch.cat([out["audio_embeds"] for out in model_outputs]).to(self.device)
-        text = self.label_embeddings(candidate_labels, template)
-        cosine = (audio @ text.t()).detach().cpu().double().numpy()
+        audio = torch.cat([out["audio_embeds"] for out in model_outputs]).double()
+        text = self.label_embeddings(candidate_labels, hypothesis_template).double()
+        cosine = (audio @ text.t()).numpy()
         ranked, per_segment = score_recording(
             cosine,
             candidate_labels,
@@ -270,17 +321,24 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
             aggregation=aggregation,
             top_k=top_k,
         )
-        if not return_segments:
+        if not (return_segments or return_affect):
             return ranked
-        timeline = [
-            {
-                "start": float(_scalar(out["start"])),
-                "end": float(_scalar(out["end"])),
-                "scores": {label: float(s) for label, s in zip(candidate_labels, row)},
-            }
-            for out, row in zip(model_outputs, per_segment)
-        ]
-        return {"labels": [r["label"] for r in ranked], "scores": [r["score"] for r in ranked], "segments": timeline}
+        result = {"labels": [r["label"] for r in ranked], "scores": [r["score"] for r in ranked]}
+        affect = (
+            affect_coordinates(audio.numpy(), config.label_space, config.affect_calibration) if return_affect else {}
+        )
+        result.update({axis: float(values.mean()) for axis, values in affect.items()})
+        if return_segments:
+            result["segments"] = [
+                {
+                    "start": float(_scalar(out["start"])),
+                    "end": float(_scalar(out["end"])),
+                    "scores": {label: float(s) for label, s in zip(candidate_labels, row)},
+                    **{axis: float(values[i]) for axis, values in affect.items()},
+                }
+                for i, (out, row) in enumerate(zip(model_outputs, per_segment))
+            ]
+        return result
 
     def calibration(self) -> dict:
         """The model's score calibration: softmax temperature (log scale) and the multi-label logistic."""
@@ -293,23 +351,36 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
 
     # --------------------------------------------------------------------------------- label cache
     @torch.inference_mode()
-    def label_embeddings(self, labels: list[str], template: str) -> torch.Tensor:
-        """Text embeddings [labels, dim], computed once per (template, label) and cached (LRU, bounded)."""
+    def label_embeddings(self, labels: list[str], template: str | None = None) -> torch.Tensor:
+        """The label-space vectors [labels, dim] that scoring uses (CPU, float32).
+
+        Each label is embedded under the model's label-space templates (or under `template` alone), through
+        the label-space transform (`MERAlignModel.get_label_embeddings`), and averaged over its templates
+        (`scoring_meralign.combine_templates`). Computed once per (templates, label) and cached (LRU, bounded).
+        """
+        config = self.model.config
+        templates = tuple([template] if template else label_templates(config.label_space, config.hypothesis_template))
         cache = self._label_cache
-        missing = list(dict.fromkeys(label for label in labels if (template, label) not in cache))
-        for first in range(0, len(missing), LABEL_BATCH_SIZE):
-            chunk = missing[first : first + LABEL_BATCH_SIZE]
-            texts = [template.format(label) for label in chunk]
+        missing = list(dict.fromkeys(label for label in labels if (templates, label) not in cache))
+        per_chunk = max(1, LABEL_BATCH_SIZE // len(templates))
+        for first in range(0, len(missing), per_chunk):
+            chunk = missing[first : first + per_chunk]
+            texts = [t.format(label_text(label, config.label_space)) for label in chunk for t in templates]
             tokens = self.tokenizer(
                 texts, padding=True, truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt"
             )
-            tokens = {k: v.to(self.device) for k, v in tokens.items()}
-            embeds = self.model.get_text_features(**tokens).float()
-            for label, embed in zip(chunk, embeds):
-                cache[(template, label)] = embed
-        stacked = torch.stack([cache[(template, label)] for label in labels])
+            if self._onnx is not None:
+                text_vectors = self._onnx.label_embeddings(
+                    tokens["input_ids"].numpy(), tokens["attention_mask"].numpy()
+                )
+            else:
+                tokens = {k: v.to(self.device) for k, v in tokens.items()}
+                text_vectors = self.model.get_label_embeddings(**tokens).float().cpu().numpy()
+            for label, vector in zip(chunk, combine_templates(text_vectors, len(templates))):
+                cache[(templates, label)] = torch.from_numpy(vector)
+        stacked = torch.stack([cache[(templates, label)] for label in labels])
         for label in labels:
-            cache.move_to_end((template, label))
+            cache.move_to_end((templates, label))
         while len(cache) > LABEL_CACHE_SIZE:
             cache.popitem(last=False)
         return stacked

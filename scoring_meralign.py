@@ -1,9 +1,10 @@
 """The scoring rules of MERAlign, in one place.
 
-What a label list and a text template may be, how a label becomes text, how cosines between audio and label
-embeddings become scores, and how the scores of a recording's segments become the recording's scores. The
-configuration, the pipeline, the vocabularies, the label alignment, the metrics and the music library all
-import these rules from here, so they cannot disagree.
+What a label list and a text template may be, how a label becomes text and then a label vector (the label
+space), how cosines between audio and label vectors become scores, how the scores of a recording's segments
+become the recording's scores, and where valence and arousal are read. The configuration, the model, the
+pipeline, the vocabularies, the label alignment, training, the metrics and the music library all import these
+rules from here, so they cannot disagree.
 
 Part of the model's remote code: it imports only the standard library and numpy.
 """
@@ -79,6 +80,116 @@ def apply_template(template: str, labels) -> list[str]:
     """The texts the text tower embeds for `labels` under `template` (checked first)."""
     check_template(template)
     return [template.format(label) for label in labels]
+
+
+# ------------------------------------------------------------------------------------- the label space
+# A label's vector: each of the label space's templates turns the label into a text; the text tower embeds each
+# text (sentence-transformers' L2-normalised mean pooling, e); the label-space matrix M rescales a few
+# directions of it, u = normalize(M e); the label vector is normalize(mean of u over the templates).
+# M = I + sum_i (s_i - 1) d_i d_i' for orthonormal directions d_i and factors s_i: s > 1 stretches a direction so
+# it counts more in the cosine (the affect axes of the "affect" space), s = 0 removes it (the direction all emotion
+# words share), s = 1 leaves the cosine as it is (the default space, whose axes only serve valence and arousal).
+# docs/label-space.md says how the directions were built and chosen. No label space (None): the paper's bare
+# sentence embedding of the label under one template.
+LABEL_SPACE_KEYS = ("templates", "directions", "factors", "names")
+
+
+def check_label_space(label_space, dim: int, argument: str = "label_space") -> dict | None:
+    """A label space (see above) as a plain dict, or None; anything inconsistent raises naming the field."""
+    if label_space is None:
+        return None
+    if not isinstance(label_space, dict) or any(key not in label_space for key in LABEL_SPACE_KEYS):
+        raise ValueError(f"{argument} must be None or a dict with the keys {LABEL_SPACE_KEYS}, got {label_space!r}")
+    templates = label_space["templates"]
+    if not isinstance(templates, (list, tuple)) or not templates:
+        raise ValueError(f"{argument}['templates'] must be a non-empty list of templates, got {templates!r}")
+    for template in templates:
+        check_template(template, f"{argument}['templates'] entry")
+    directions = _directions(label_space, dim)
+    factors = np.asarray(label_space["factors"], dtype=np.float64)
+    names = list(label_space["names"])
+    if directions.ndim != 2 or directions.shape[1] != dim:
+        raise ValueError(
+            f"{argument}['directions'] must be [n, {dim}] (the text tower's size {dim}), got shape {directions.shape}"
+        )
+    if factors.shape != (len(directions),) or len(names) != len(directions) or not np.isfinite(factors).all():
+        raise ValueError(
+            f"{argument} needs one finite factor and one name per direction, got {factors.shape[0]} "
+            f"factors and {len(names)} names for {len(directions)} directions"
+        )
+    if (factors < 0).any() or not np.allclose(directions @ directions.T, np.eye(len(directions)), atol=1e-5):
+        raise ValueError(f"{argument}: directions must be orthonormal and factors >= 0")
+    return dict(label_space)
+
+
+def label_space_matrix(label_space: dict | None, dim: int) -> np.ndarray:
+    """M = I + sum_i (s_i - 1) d_i d_i' [dim, dim] (float32; symmetric): the identity without a label space."""
+    matrix = np.eye(dim)
+    if label_space is not None:
+        directions = _directions(label_space, dim)
+        factors = np.asarray(label_space["factors"], dtype=np.float64)
+        matrix += directions.T @ ((factors - 1.0)[:, None] * directions)
+    return matrix.astype(np.float32)
+
+
+def _directions(label_space: dict, dim: int) -> np.ndarray:
+    """The directions as [n, dim] float64 (a label space with templates only has none)."""
+    directions = np.asarray(label_space["directions"], dtype=np.float64)
+    return directions.reshape(0, dim) if directions.size == 0 else directions
+
+
+def label_text(label: str, label_space: dict | None) -> str:
+    """The word a label stands for: in a label space, "_" is a space (Emotify writes "joyful_activation"); the
+    paper's configuration embeds the label exactly as written."""
+    return label.replace("_", " ") if label_space is not None else label
+
+
+def label_templates(label_space: dict | None, default: str) -> list[str]:
+    """The templates a label is embedded under: the label space's, else the model's one template."""
+    return list(label_space["templates"]) if label_space is not None else [default]
+
+
+def combine_templates(text_vectors, n_templates: int) -> np.ndarray:
+    """Label vectors [labels, dim] from per-text vectors [labels * n_templates, dim] (label-major): normalized
+    mean over each label's templates (CLIP's prompt ensemble)."""
+    vectors = np.asarray(text_vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) % n_templates:
+        raise ValueError(f"text_vectors must be [labels * {n_templates}, dim], got shape {vectors.shape}")
+    mean = vectors.reshape(-1, n_templates, vectors.shape[1]).mean(axis=1)
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+
+AFFECT_AXES = ("valence", "arousal")
+
+
+def has_affect_axes(label_space: dict | None) -> bool:
+    """Whether the label space carries the valence and arousal axes (directions and their pole scale)."""
+    return label_space is not None and all(
+        axis in label_space["names"] and axis in label_space.get("poles", {}) for axis in AFFECT_AXES
+    )
+
+
+def affect_coordinates(vectors, label_space: dict, calibration: dict | None = None) -> dict[str, np.ndarray]:
+    """Valence and arousal of vectors [n, dim] in the label space.
+
+    A vector's raw coordinate on an axis is its projection on that direction, rescaled so the label space's
+    negative pole words sit at -1 and its positive ones at +1 (`label_space["poles"]`). For audio embeddings,
+    `calibration` maps the projection linearly onto that scale (`{"valence": [scale, bias], ...}`, fitted on the
+    training datasets' validation segments against their labels' coordinates).
+    """
+    if not has_affect_axes(label_space):
+        raise ValueError("the label space has no valence and arousal axes: this model was saved without them")
+    vectors = np.asarray(vectors, dtype=np.float64)
+    out = {}
+    for axis in AFFECT_AXES:
+        projection = vectors @ np.asarray(label_space["directions"][label_space["names"].index(axis)])
+        if calibration is not None:
+            scale, bias = calibration[axis]
+            out[axis] = scale * projection + bias
+        else:
+            low, high = label_space["poles"][axis]
+            out[axis] = (2.0 * projection - (low + high)) / (high - low)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- scores

@@ -30,7 +30,7 @@ COMMANDS = {
     "protocol": ("meralign.evaluation.cli", "protocol_main"),
     "export": ("meralign.publish.export", "export_main"),
     "push": ("meralign.publish.push", "push_main"),
-    "demo": ("meralign.demo", "demo_main"),
+    "demo": ("meralign.demo.run", "demo_main"),
 }
 
 

@@ -175,7 +175,7 @@ def run_load(
         client = idle.get()
         start = time.perf_counter()
         try:
-            result, _ = client.predict(
+            result, *_ = client.predict(
                 handle_file(str(clips[i % len(clips)])), _labels_for(i), i % 2 == 1, 3, api_name="/classify"
             )
             scores = [c["confidence"] for c in result["confidences"]]

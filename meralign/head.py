@@ -18,10 +18,10 @@ from modeling_meralign import MERAlignHead
 HEAD_FILE = "head.safetensors"
 HEAD_CONFIG_FILE = "head_config.json"
 # The model config fields a head was trained with: which cached layers and pooling it reads, how labels became
-# text, and its sizes.
-HEAD_FIELDS = ("feature_layers", "pooling", "hypothesis_template", *HEAD_ARGUMENTS)
+# vectors (a template, or the label space it was trained into), and its sizes.
+HEAD_FIELDS = ("feature_layers", "pooling", "hypothesis_template", "label_space", *HEAD_ARGUMENTS)
 # Fitted on the training datasets' validation data after training (meralign.training.calibration).
-CALIBRATION_FIELDS = ("logit_scale", "multilabel_scale", "multilabel_bias")
+CALIBRATION_FIELDS = ("logit_scale", "multilabel_scale", "multilabel_bias", "affect_calibration")
 
 
 def build_head(fields: dict, hidden_size: int, projection_size: int) -> MERAlignHead:

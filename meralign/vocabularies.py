@@ -23,11 +23,14 @@ from scoring_meralign import validate_labels
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """A dataset's label set. ``top_k`` is how many labels a prediction for it keeps."""
+    """A dataset's label set. ``top_k`` is how many labels a prediction for it keeps. ``tracks_of`` names the
+    dataset whose tracks a relabelling vocabulary scores (None: its own dataset's)."""
 
     name: str
     labels: tuple[str, ...]
     top_k: int = 1
+    # a vocabulary that names another dataset's tracks: its label i is label i of that dataset's vocabulary
+    tracks_of: str | None = None
 
     def __post_init__(self):
         validate_labels(list(self.labels), argument=f"vocabulary {self.name!r}", allow_string=False)
@@ -173,76 +176,62 @@ ALIASES = {
 
 # ------------------------------------------------------------------------------ the synthetic corpus
 EMOTIONS: tuple[str, ...] = ("joyful", "sad", "tender", "angry", "calm", "tense", "solemn", "powerful")
-# Latent emotion -> label in each vocabulary (None: the dataset lacks that emotion).
-LABEL_TABLE: dict[str, dict[str, str | None]] = {
-    "joyful": {
-        "synth-jamendo": "cheerful",
-        "synth-cal500": "happy, cheerful",
-        "synth-emotify": "joyful_activation",
-        "synth-zeroshot": "merry",
+
+# The demo corpus's training-style vocabularies use each real dataset's own words for the latent emotions, mapped
+# by meaning (docs/synthetic-corpus.md gives the reason for each); an emotion the dataset has no word for is left
+# out of it. CAL500 has no word for tension or solemnity, GEMS-9 (Emotify) none for anger; MTG-Jamendo's closest
+# tags for anger, tension and solemnity are "heavy", "dark" and "deep".
+# fmt: off
+SYNTHETIC_LABELS: dict[str, dict[str, str]] = {
+    "synth-jamendo": {
+        "joyful": "happy", "sad": "sad", "tender": "romantic", "angry": "heavy", "calm": "calm", "tense": "dark",
+        "solemn": "deep", "powerful": "powerful",
     },
-    "sad": {
-        "synth-jamendo": "sad",
-        "synth-cal500": "sad",
-        "synth-emotify": "sadness",
-        "synth-zeroshot": "heartbroken",
+    "synth-cal500": {
+        "joyful": "happy", "sad": "sad", "tender": "tender, soft", "angry": "angry, aggressive",
+        "calm": "calming, soothing", "powerful": "powerful, strong",
     },
-    "tender": {
-        "synth-jamendo": "love",
-        "synth-cal500": "touching, loving",
-        "synth-emotify": "tenderness",
-        "synth-zeroshot": "affectionate",
+    "synth-emotify": {
+        "joyful": "joyful_activation", "sad": "sadness", "tender": "tenderness", "calm": "calmness",
+        "tense": "tension", "solemn": "solemnity", "powerful": "power",
     },
-    "angry": {
-        "synth-jamendo": "aggressive",
-        "synth-cal500": "angry, aggressive",
-        "synth-emotify": None,
-        "synth-zeroshot": "hostile",
+    # tracks never trained on; their labels are the latent emotions' names, scored under the everyday words below
+    "synth-zeroshot": {emotion: emotion for emotion in EMOTIONS},
+}
+# Zero-shot-only vocabularies: ordinary words a user might type for the latent emotions (everyday thesaurus
+# synonyms), chosen without looking at any model score and disjoint from every training word and from the label
+# space's pole and common words. They name the synth-zeroshot tracks: word i is that vocabulary's label i.
+EVERYDAY_LABELS: dict[str, dict[str, str]] = {
+    "everyday-1": {
+        "joyful": "jolly", "sad": "glum", "tender": "affectionate", "angry": "furious", "calm": "tranquil",
+        "tense": "anxious", "solemn": "serious", "powerful": "mighty",
     },
-    "calm": {
-        "synth-jamendo": "calm",
-        "synth-cal500": "calming, soothing",
-        "synth-emotify": "calmness",
-        "synth-zeroshot": "peaceful",
+    "everyday-2": {
+        "joyful": "merry", "sad": "tearful", "tender": "gentle", "angry": "irate", "calm": "restful",
+        "tense": "nervous", "solemn": "grave", "powerful": "triumphant",
     },
-    "tense": {
-        "synth-jamendo": "suspense",
-        "synth-cal500": None,
-        "synth-emotify": "tension",
-        "synth-zeroshot": "suspenseful",
-    },
-    "solemn": {
-        "synth-jamendo": None,
-        "synth-cal500": "solemn, dignified",
-        "synth-emotify": "solemnity",
-        "synth-zeroshot": "grave",
-    },
-    "powerful": {
-        "synth-jamendo": "powerful",
-        "synth-cal500": "powerful, strong",
-        "synth-emotify": "power",
-        "synth-zeroshot": "mighty",
+    "everyday-3": {
+        "joyful": "gleeful", "sad": "heartbroken", "tender": "caring", "angry": "enraged", "calm": "placid",
+        "tense": "worried", "solemn": "somber", "powerful": "forceful",
     },
 }
-
-# (top_k, trained on?) of each synthetic vocabulary; the zero-shot-only ones are never trained on.
+# top_k of each synthetic vocabulary, and whether the demo trains on it
 SYNTHETIC_SETTINGS: dict[str, tuple[int, bool]] = {
-    "synth-jamendo": (1, True),
-    "synth-cal500": (2, True),
-    "synth-emotify": (2, True),
-    "synth-zeroshot": (1, False),
+    "synth-jamendo": (1, True), "synth-cal500": (2, True), "synth-emotify": (2, True), "synth-zeroshot": (1, False),
 }
+# fmt: on
 
 
-def _synthetic(name: str) -> Vocabulary:
-    top_k, _ = SYNTHETIC_SETTINGS[name]
-    labels = tuple(LABEL_TABLE[e][name] for e in EMOTIONS if LABEL_TABLE[e].get(name) is not None)
-    return Vocabulary(name, labels, top_k)  # type: ignore[arg-type]
+def _synthetic(name: str, table: dict[str, str], top_k: int, tracks_of: str | None = None) -> Vocabulary:
+    return Vocabulary(name, tuple(table[e] for e in EMOTIONS if e in table), top_k, tracks_of)
 
 
-SYNTHETIC: dict[str, Vocabulary] = {name: _synthetic(name) for name in SYNTHETIC_SETTINGS}
+SYNTHETIC: dict[str, Vocabulary] = {
+    name: _synthetic(name, SYNTHETIC_LABELS[name], top_k) for name, (top_k, _) in SYNTHETIC_SETTINGS.items()
+}
+SYNTHETIC.update({name: _synthetic(name, table, 1, "synth-zeroshot") for name, table in EVERYDAY_LABELS.items()})
 SYNTHETIC_TRAINING: tuple[str, ...] = tuple(n for n, (_, trained) in SYNTHETIC_SETTINGS.items() if trained)
-SYNTHETIC_ZERO_SHOT: tuple[str, ...] = tuple(n for n, (_, trained) in SYNTHETIC_SETTINGS.items() if not trained)
+SYNTHETIC_ZERO_SHOT: tuple[str, ...] = tuple(EVERYDAY_LABELS)
 
 
 # ------------------------------------------------------------------------------------------ resolving

@@ -2,7 +2,8 @@
 
 It runs `pipeline("zero-shot-music-emotion", model=MODEL_ID, trust_remote_code=True)` and needs only the
 packages in requirements.txt (gradio itself comes from the Space's `sdk_version`): a Space has no access to
-the training code, so the label presets ship in `space_config.json`.
+the training code, so the label presets ship in `space_config.json`. The "Search a library" tab keeps the
+example clips' segment vectors in LanceDB.
 
 Settings (environment variables): MODEL_ID (a Hub id or a local model folder; else `model_id` in
 space_config.json), MAX_UPLOAD_MB (default 20), MAX_AUDIO_SECONDS (default 300).
@@ -24,7 +25,11 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+import library_search  # space/library_search.py, beside this file (a Space runs app.py as a script)
+
 logger = logging.getLogger("meralign_space")
+# The pipeline backends, fastest first (benchmarks/onnx_cpu.py: ONNX Runtime int8 < float32 < PyTorch float32)
+FASTEST_FIRST = ("onnx-quantized", "onnx", "torch")
 
 HERE = Path(__file__).resolve().parent
 CONFIG_FILE = HERE / "space_config.json"
@@ -127,14 +132,29 @@ def launch_options() -> dict:
 
 
 def get_pipeline(model_id: str):
-    """The pipeline for `model_id`, loaded once (on first use, so the Space starts fast)."""
+    """The pipeline for `model_id`, loaded once (on first use, so the Space starts fast), on the fastest backend
+    the model folder offers (see FASTEST_FIRST)."""
     with _pipeline_lock:
         if model_id not in _pipelines:
-            from transformers import pipeline
-
-            logger.info("loading %s", model_id)
-            _pipelines[model_id] = pipeline(TASK, model=model_id, trust_remote_code=True)
+            _pipelines[model_id] = load_fastest_pipeline(model_id)
         return _pipelines[model_id]
+
+
+def load_fastest_pipeline(model_id: str, backends=FASTEST_FIRST):
+    """The first backend of `backends` that loads. A quantised ONNX file ships only when it passed the
+    exporter's accuracy bar (cosine >= 0.999 to float32), so its presence means it may be used; a model without
+    ONNX files, or a machine without onnxruntime, falls through to PyTorch."""
+    from transformers import pipeline
+
+    for backend in backends:
+        try:
+            pipe = pipeline(TASK, model=model_id, trust_remote_code=True, backend=backend)
+        except (FileNotFoundError, ImportError) as err:
+            logger.info("backend %s unavailable for %s: %s", backend, model_id, err)
+            continue
+        logger.info("loaded %s on backend %s", model_id, backend)
+        return pipe
+    raise RuntimeError(f"no backend of {backends} could load {model_id}")
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -227,8 +247,22 @@ def timeline_frame(result: dict, labels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["seconds", "score", "label"])
 
 
+AFFECT_COLUMNS = ["valence", "arousal", "segment"]
+
+
+def affect_frame(result: dict) -> pd.DataFrame:
+    """Valence and arousal of each segment (empty for a model saved without affect axes)."""
+    rows = [
+        {"valence": s["valence"], "arousal": s["arousal"], "segment": f"{s['start']:.0f}-{s['end']:.0f} s"}
+        for s in result["segments"]
+        if "valence" in s
+    ]
+    return pd.DataFrame(rows, columns=AFFECT_COLUMNS)
+
+
 def classify(audio_path, labels_text, multi_label, top_k):
-    """Score a clip: ({label: score} of the top-k labels, a DataFrame of their scores over time).
+    """Score a clip: ({label: score} of the top-k labels, a DataFrame of their scores over time, a DataFrame of
+    each segment's valence and arousal).
 
     Bad input raises gr.Error with a message for the user; the pipeline's ValueError/TypeError messages are
     shown as they are; anything else is logged and reported with a generic message (no stack trace)."""
@@ -237,12 +271,14 @@ def classify(audio_path, labels_text, multi_label, top_k):
     labels = parse_labels(labels_text)
     k = _top_k(top_k, len(labels))
     try:
-        result = get_pipeline(settings.model_id)(
+        pipe = get_pipeline(settings.model_id)
+        result = pipe(
             os.fspath(audio_path),
             candidate_labels=labels,
             multi_label=bool(multi_label),
             top_k=k,
             return_segments=True,
+            return_affect=pipe.has_affect,
         )
     except (ValueError, TypeError) as err:
         raise gr.Error(str(err), print_exception=False) from None
@@ -250,7 +286,7 @@ def classify(audio_path, labels_text, multi_label, top_k):
         logger.exception("scoring failed")
         raise gr.Error(GENERIC_ERROR, print_exception=False) from None
     scores = {label: float(score) for label, score in zip(result["labels"], result["scores"], strict=True)}
-    return scores, timeline_frame(result, list(result["labels"]))
+    return scores, timeline_frame(result, list(result["labels"])), affect_frame(result)
 
 
 # ------------------------------------------------------------------------------------------ uploads
@@ -323,6 +359,48 @@ def make_example_clips(folder: Path, sr: int = 22050) -> list[Path]:
     return paths
 
 
+# ------------------------------------------------------------------------------------------ library search
+# Built on the first search (not at startup: that needs the model), once per model and set of clips.
+_library: dict[tuple, object] = {}  # (model id, clips...) -> LanceDB table
+_library_lock = threading.Lock()
+
+
+def example_library(clips: list[Path], model_id: str):
+    key = (model_id, *map(str, clips))
+    with _library_lock:
+        if key not in _library:
+            _library[key] = library_search.build_table(get_pipeline(model_id), clips)
+        return _library[key]
+
+
+def search_clips(words, clips: list[Path]) -> list[dict]:
+    """The clips ranked by their best moment's cosine to `words`: [{"clip", "start", "end", "cosine"}]."""
+    if not isinstance(words, str) or not words.strip():
+        raise gr.Error("Type what to search for, e.g. 'melancholic but hopeful'.", print_exception=False)
+    if len(words) > MAX_LABEL_CHARS:
+        raise gr.Error(f"The search words are limited to {MAX_LABEL_CHARS} characters.", print_exception=False)
+    settings = current_settings()
+    try:
+        table = example_library(clips, settings.model_id)
+        return library_search.rank_clips(
+            table, library_search.query_vector(get_pipeline(settings.model_id), words.strip())
+        )
+    except (ValueError, TypeError) as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    except Exception:
+        logger.exception("library search failed")
+        raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+
+
+def search_outputs(results: list[dict], n_players: int) -> tuple:
+    """A ranked table, then one audio player per clip (best first) labelled with its best moment."""
+    players = [
+        gr.update(value=r["clip"], label=library_search.player_label(i, r))
+        for i, r in enumerate(results[:n_players], 1)
+    ]
+    return (library_search.results_frame(results), *players, *[gr.update(value=None)] * (n_players - len(players)))
+
+
 # ------------------------------------------------------------------------------------------ the page
 def _model_link(model_id: str) -> str:
     if re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) and not os.path.exists(model_id):
@@ -335,6 +413,90 @@ def _preset_choices(presets: dict) -> list[tuple[str, str]]:
         (f"{PRESET_TITLES.get(name, name)} ({len(p['labels'])} labels, top-{p.get('top_k', 1)})", name)
         for name, p in presets.items()
     ]
+
+
+def _scoring_tab(presets: dict, examples: list[Path]) -> tuple:
+    """The first tab: a clip and labels in, scores and their course over time out."""
+    with gr.Row():
+        with gr.Column():
+            audio = gr.Audio(
+                sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-input"
+            )
+            preset = gr.Dropdown(
+                choices=_preset_choices(presets),
+                value=None,
+                label="Label preset",
+                info="Fill the labels with a dataset's vocabulary",
+                visible=bool(presets),
+                elem_id="preset",
+            )
+            labels = gr.Textbox(
+                value="\n".join(DEFAULT_LABELS),
+                lines=6,
+                max_lines=20,
+                label="Candidate labels",
+                info=LABEL_RULE,
+                elem_id="labels-input",
+            )
+            with gr.Row():
+                multi = gr.Checkbox(value=False, label="Multi-label", info="Independent score per label")
+                top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Top-k")
+            submit = gr.Button("Submit", variant="primary", elem_id="submit")
+        with gr.Column():
+            label_out = gr.Label(label="Emotions", elem_id="emotions")
+            plot_out = gr.LinePlot(
+                x="seconds",
+                y="score",
+                color="label",
+                x_title="time (s)",
+                y_title="score",
+                y_lim=[0, 1],
+                label="Emotion over time",
+                elem_id="timeline",
+            )
+            affect_out = gr.ScatterPlot(
+                x="valence",
+                y="arousal",
+                color="segment",
+                x_title="valence (unpleasant - pleasant)",
+                y_title="arousal (calm - energetic)",
+                label="Valence and arousal of each segment (models saved with affect axes)",
+                elem_id="affect",
+            )
+    gr.Examples(
+        [
+            [str(examples[0]), "joyful\nmelancholic\ntense\nserene", False, 2],
+            [
+                str(examples[1]),
+                "\n".join(presets["emotify"]["labels"]) if "emotify" in presets else "sadness\ncalmness\ntension",
+                True,
+                3,
+            ],
+        ],
+        inputs=[audio, labels, multi, top_k],
+        label="Examples (synthetic clips)",
+    )
+
+    return audio, labels, multi, top_k, submit, (label_out, plot_out, affect_out), preset
+
+
+def _search_tab(examples: list[Path]) -> None:
+    """The second tab: words in, the example clips ranked by their best moment out, each with a player."""
+    gr.Markdown(
+        "Search the example clips as a music library: each clip's segments were embedded once, and any words "
+        "rank the clips by the moment that matches them best (like `meralign search` over your own folder)."
+    )
+    with gr.Row():
+        words = gr.Textbox(value="melancholic but hopeful", label="Search words", scale=4, elem_id="search-words")
+        search = gr.Button("Search", variant="primary", scale=1, elem_id="search")
+    results = gr.Dataframe(label="Clips, best first", interactive=False, elem_id="search-results")
+    players = [gr.Audio(type="filepath", interactive=False, label=f"Result {i + 1}") for i in range(len(examples))]
+    search.click(
+        lambda text: search_outputs(search_clips(text, examples), len(players)),
+        inputs=words,
+        outputs=[results, *players],
+        api_name="search_library",
+    )
 
 
 def build_demo(
@@ -352,56 +514,10 @@ def build_demo(
             f"Model: {_model_link(_settings.model_id)}. Limits: {_settings.max_upload_bytes / 2**20:.0f} MB, "
             f"{_settings.max_seconds:.0f} s."
         )
-        with gr.Row():
-            with gr.Column():
-                audio = gr.Audio(
-                    sources=["upload", "microphone"], type="filepath", label="Music clip", elem_id="audio-input"
-                )
-                preset = gr.Dropdown(
-                    choices=_preset_choices(presets),
-                    value=None,
-                    label="Label preset",
-                    info="Fill the labels with a dataset's vocabulary",
-                    visible=bool(presets),
-                    elem_id="preset",
-                )
-                labels = gr.Textbox(
-                    value="\n".join(DEFAULT_LABELS),
-                    lines=6,
-                    max_lines=20,
-                    label="Candidate labels",
-                    info=LABEL_RULE,
-                    elem_id="labels-input",
-                )
-                with gr.Row():
-                    multi = gr.Checkbox(value=False, label="Multi-label", info="Independent score per label")
-                    top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Top-k")
-                submit = gr.Button("Submit", variant="primary", elem_id="submit")
-            with gr.Column():
-                label_out = gr.Label(label="Emotions", elem_id="emotions")
-                plot_out = gr.LinePlot(
-                    x="seconds",
-                    y="score",
-                    color="label",
-                    x_title="time (s)",
-                    y_title="score",
-                    y_lim=[0, 1],
-                    label="Emotion over time",
-                    elem_id="timeline",
-                )
-        gr.Examples(
-            [
-                [str(examples[0]), "joyful\nmelancholic\ntense\nserene", False, 2],
-                [
-                    str(examples[1]),
-                    "\n".join(presets["emotify"]["labels"]) if "emotify" in presets else "sadness\ncalmness\ntension",
-                    True,
-                    3,
-                ],
-            ],
-            inputs=[audio, labels, multi, top_k],
-            label="Examples (synthetic clips)",
-        )
+        with gr.Tab("Score a clip"):
+            audio, labels, multi, top_k, submit, outputs, preset = _scoring_tab(presets, examples)
+        with gr.Tab("Search a library"):
+            _search_tab(examples)
 
         def apply_preset(name):
             if name not in presets:
@@ -411,9 +527,7 @@ def build_demo(
         preset.change(apply_preset, inputs=preset, outputs=[labels, top_k], api_visibility="private")
         # typing in the box makes the labels custom: clear the preset so the page does not claim otherwise
         labels.input(lambda: None, outputs=preset, api_visibility="private")
-        submit.click(
-            _classify_event, inputs=[audio, labels, multi, top_k], outputs=[label_out, plot_out], api_name="classify"
-        )
+        submit.click(_classify_event, inputs=[audio, labels, multi, top_k], outputs=list(outputs), api_name="classify")
         demo.unload(release_session)
     return demo
 

@@ -301,8 +301,9 @@ def _partial_checkpoint(accelerator_self, output_dir, *args, **kwargs):
     (Path(output_dir) / "model.safetensors").write_bytes(b"\x08\x00\x00")  # cut short
 
 
-def _is_head_temp(path, *args, **kwargs):
-    return Path(path).name.startswith(f".{head_module.HEAD_FILE}.")
+def _is_best_head_temp(path, *args, **kwargs):
+    """The temp file of the best head (best/), not of the final head written after training."""
+    return Path(path).name.startswith(f".{head_module.HEAD_FILE}.") and Path(path).parent.name == "best"
 
 
 def _is_checkpoint_publish(src, dst, *args, **kwargs):
@@ -316,8 +317,8 @@ def _half_head(path, writer):
 TRAINING_FAULTS = {
     # accelerate's save_state of the third epoch's checkpoint
     "save_state": ("accelerate.Accelerator", "save_state", lambda: DiskFull(3), _partial_checkpoint, 2),
-    # the best head of a later improving epoch (its temp file, written through files.write_synced)
-    "best head": (files, "write_synced", lambda: DiskFull(3, _is_head_temp), _half_head, None),
+    # the best head of the second improving epoch (its temp file, written through files.write_synced)
+    "best head": (files, "write_synced", lambda: DiskFull(2, _is_best_head_temp), _half_head, None),
     # the rename that publishes the third checkpoint, after the previous one was moved to checkpoint.old
     "publish rename": (os, "replace", lambda: DiskFull(3, _is_checkpoint_publish), None, 2),
 }

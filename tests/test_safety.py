@@ -28,9 +28,13 @@ from helpers import REMOTE_CODE
 
 REPO = Path(__file__).resolve().parents[1]
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
-# (file, enclosing function): the only calls that may pass trust_remote_code=True. Both load a folder this
-# project exported (the Space's model, the demo's freshly exported model), i.e. code we wrote and ship.
-TRUSTED_REMOTE_CODE = {("space/app.py", "get_pipeline"), ("meralign/demo.py", "classify_example")}
+# (file, enclosing function): the only calls that may pass trust_remote_code=True. Each loads a folder this
+# project exported (the Space's model, the demo's freshly exported model, a library's model): code we ship.
+TRUSTED_REMOTE_CODE = {
+    ("space/app.py", "load_fastest_pipeline"),
+    ("meralign/demo/run.py", "classify_example"),
+    ("meralign/library/model.py", "load_pipeline"),
+}
 WEIGHT_SUFFIXES = {
     ".bin",
     ".pt",
@@ -221,8 +225,13 @@ def test_no_unsafe_call_anywhere_in_the_repository():
 NETWORK_MODULES = ("urllib", "http", "requests", "httpx", "socket", "huggingface_hub", "aiohttp", "ftplib")
 # (file, function) of every network-capable import in the shipped modules, each on an explicit path only:
 # the opt-in URL download of the pipeline (allow_urls=True), and the builder that reads a MERT config by Hub id
-# (MERAlignModel.from_towers, a training-side call; from_pretrained and the pipeline never reach it).
-NETWORK_IMPORTS = {("audio_meralign.py", "_download"), ("modeling_meralign.py", "_read_mert_config")}
+# (MERAlignModel.from_towers, a training-side call; from_pretrained and the pipeline never reach it), and the
+# ONNX backend's fetch of a Hub model's onnx/ files (backend="onnx" with a Hub id; a local folder never reaches it).
+NETWORK_IMPORTS = {
+    ("audio_meralign.py", "_download"),
+    ("modeling_meralign.py", "_read_mert_config"),
+    ("onnx_meralign.py", "_model_folder"),
+}
 
 
 def _imports_by_function(tree: ast.AST, scope: str = "<module>"):

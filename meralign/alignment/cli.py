@@ -27,6 +27,13 @@ class AlignArguments:
         default=None,
         metadata={"help": "Sentence-transformer name or folder (default: the packaged all-MiniLM-L6-v2)."},
     )
+    label_space: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper' (bare labels, or --template), 'default' (the label space models score in) or a "
+            "label-space JSON file."
+        },
+    )
     template: str | None = field(
         default=None, metadata={"help": "Prompt template with {} for the label, e.g. 'music that sounds {}'."}
     )
@@ -76,10 +83,13 @@ def _read_descriptions(path: str | None) -> dict | None:
 
 def run_align(args: AlignArguments) -> AlignmentResult:
     """Run the alignment for parsed arguments and print a short summary."""
+    from meralign.alignment.label_space import resolve_label_space
+
     result = write_alignment(
         args.output_dir,
         args.vocabularies,
         model=args.model,
+        label_space=resolve_label_space(args.label_space, args.model),
         template=args.template,
         descriptions=_read_descriptions(args.descriptions),
         bandwidth=args.bandwidth,

@@ -49,7 +49,7 @@ def _load_vocabularies(vocabularies) -> tuple[Vocabulary, ...]:
 
 
 def _embed_vocabularies(
-    vocabularies: tuple[Vocabulary, ...], embeddings, model, template, descriptions, batch_size: int
+    vocabularies: tuple[Vocabulary, ...], embeddings, model, template, descriptions, batch_size: int, label_space
 ) -> np.ndarray:
     """One row per (vocabulary, label). Each distinct string is embedded once."""
     if embeddings is not None:
@@ -63,7 +63,14 @@ def _embed_vocabularies(
         if not used:
             raise ValueError("descriptions matches none of the labels of the chosen vocabularies")
         descriptions = used
-    vectors = embed_labels(distinct, model=model, template=template, descriptions=descriptions, batch_size=batch_size)
+    vectors = embed_labels(
+        distinct,
+        model=model,
+        template=template,
+        descriptions=descriptions,
+        batch_size=batch_size,
+        label_space=label_space,
+    )
     index = {label: i for i, label in enumerate(distinct)}
     return vectors[[index[label] for v in vocabularies for label in v.labels]]
 
@@ -78,17 +85,19 @@ def write_alignment(
     embeddings: Mapping[str, np.ndarray] | None = None,
     nearest_k: int = 3,
     batch_size: int = 64,
+    label_space: dict | None = None,
     **clustering,
 ) -> AlignmentResult:
     """Embed and cluster the labels of ``vocabularies`` and write the four outputs into ``output_dir``.
 
     Writes ``label_clusters.json``, ``label_centers.npz``, ``label_clusters.md`` and
     ``label_clusters.png``. ``embeddings`` (vocabulary name -> ``[n_labels, d]``) replaces the text
-    model, e.g. to show the paper's published label embeddings. ``clustering`` holds the Mean Shift
+    model, e.g. to show the paper's published label embeddings; ``label_space`` embeds the labels as a model with
+    that label space does (its templates replace ``template``). ``clustering`` holds the Mean Shift
     settings of :func:`meralign.alignment.clustering.cluster_labels` (bandwidth, quantile, fallback, ...).
     """
     vocabularies = _load_vocabularies(vocabularies)
-    x = _embed_vocabularies(vocabularies, embeddings, model, template, descriptions, batch_size)
+    x = _embed_vocabularies(vocabularies, embeddings, model, template, descriptions, batch_size, label_space)
     labels = [label for v in vocabularies for label in v.labels]
     datasets = [v.name for v in vocabularies for _ in v.labels]
     clusters = cluster_labels(x, labels, datasets=datasets, **clustering)
@@ -98,6 +107,7 @@ def write_alignment(
     meta = {
         "model": _model_name(model, embeddings),
         "template": template,
+        "label_space": None if label_space is None else label_space.get("recipe", {}).get("source", "given"),
         "descriptions": {
             label: [texts] if isinstance(texts, str) else list(texts)
             for label, texts in descriptions.items()

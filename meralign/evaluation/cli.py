@@ -41,7 +41,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         in_domain = name in trained_on
         data = datasets.get(name, vocabularies[name], saved["pooling"])
         prior = data.label_frequencies("train") if in_domain else None
-        result = score_split(head, saved["hypothesis_template"], data, args.split, prior)
+        result = score_split(head, saved, data, args.split, prior)
         details.append(result)
         records.append(
             to_record(

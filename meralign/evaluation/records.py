@@ -30,10 +30,12 @@ def chance_group(level: str) -> str:
 class SettingRecord:
     """One protocol result.
 
-    `metrics[level][metric]` for the levels in LEVELS and the metrics in SUMMARY_KEYS; `chance[group][metric]`
-    maps each baseline's name ("random_topk", "frequency_prior", "chance") to its value, for the groups
-    "segment" and "song"; `prior` says where the frequency prior came from ("training labels", or "test
-    labels": optimistic, for vocabularies never trained on).
+    `metrics[level][metric]` for the levels in LEVELS and the metrics in SUMMARY_KEYS; `intervals[level][metric]`
+    the 95% bootstrap interval over tracks [low, high] of macro_f1 and roc_auc; `chance[group][metric]` maps
+    each baseline's name ("random_topk", "frequency_prior", "chance") to its value, for the groups "segment" and
+    "song"; `prior` says where the frequency prior came from ("training labels", or "test labels": optimistic,
+    for vocabularies never trained on). `test` is the vocabulary scored; `extra["tracks"]` the dataset whose
+    tracks it scored (they differ for a relabelling vocabulary), and which model and label space it was.
     """
 
     name: str
@@ -45,6 +47,7 @@ class SettingRecord:
     n_tracks: int
     metrics: dict[str, dict[str, float]]
     chance: dict[str, dict[str, dict[str, float]]]
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     prior: str = "training labels"
     extra: dict = field(default_factory=dict)
 
@@ -67,7 +70,7 @@ class SettingRecord:
         if not isinstance(data, dict):
             raise TypeError(f"a protocol setting must be a dict, got {type(data).__name__}")
         names = set(cls.__dataclass_fields__)
-        missing = sorted(n for n in names - set(data) if n not in ("prior", "extra"))
+        missing = sorted(n for n in names - set(data) if n not in ("prior", "extra", "intervals"))
         if missing:
             raise ValueError(f"protocol setting {data.get('name', '?')!r} lacks {missing}: rerun `train.py protocol`")
         return cls(**{k: v for k, v in data.items() if k in names})

@@ -14,6 +14,7 @@ import torch
 from meralign.evaluation.records import SUMMARY_KEYS, SettingRecord
 from meralign.features.datasets import DatasetArrays
 from meralign.metrics import aggregate_songs, chance_baselines, load_metric
+from meralign.metrics.bootstrap import interval, macro_f1_samples, roc_auc_samples, track_weights
 from meralign.training.calibration import cosine_scores
 
 _METRIC = None
@@ -27,21 +28,38 @@ def _metric():
     return _METRIC
 
 
-def score_split(head, template: str, data: DatasetArrays, split: str, prior=None) -> dict:
-    """Metrics of one dataset split ("train", "validation", "test" or "all") at segment and song level."""
-    from meralign.alignment.text import embed_labels
+def score_split(head, fields: dict, data: DatasetArrays, split: str, prior=None, vocabulary=None) -> dict:
+    """Metrics of one dataset split ("train", "validation", "test" or "all") at segment and song level, each with
+    a 95% bootstrap interval over tracks. `fields`: the head's saved fields (its `label_space`, or its
+    `hypothesis_template` without one). `vocabulary`: other words for the dataset's labels, one per label in
+    the same order (a relabelling vocabulary such as the demo's everyday words); default: the dataset's own."""
+    from meralign.alignment.label_space import label_vectors
 
-    vocabulary = data.vocabulary
+    vocabulary = vocabulary or data.vocabulary
+    if len(vocabulary) != len(data.vocabulary):
+        raise ValueError(
+            f"vocabulary {vocabulary.name!r} has {len(vocabulary)} labels but dataset {data.name!r} "
+            f"has {len(data.vocabulary)}: a relabelling names each label once, in order"
+        )
     rows = data.rows(split)
     if not len(rows):
         raise ValueError(f"dataset {data.name!r} has no {split!r} segments in the cache")
-    embeds = torch.from_numpy(embed_labels(list(vocabulary.labels), template=template))
+    labels = label_vectors(list(vocabulary.labels), fields.get("label_space"), template=fields["hypothesis_template"])
+    embeds = torch.from_numpy(labels)
     scores = cosine_scores(head, data.features[rows], embeds)
     references = data.labels[rows].numpy().astype(int)
     track_ids = [data.track_ids[i] for i in rows]
     k, labels, metric = vocabulary.top_k, list(vocabulary.labels), _metric()
-    result = {"dataset": data.name, "split": split, "top_k": k, "n_segments": int(len(rows)), "labels": labels}
+    result = {
+        "dataset": data.name,
+        "vocabulary": vocabulary.name,
+        "split": split,
+        "top_k": k,
+        "n_segments": int(len(rows)),
+        "labels": labels,
+    }
     result["segment"] = metric.compute(predictions=scores, references=references, top_k=k, labels=labels)
+    result["intervals"] = {"segment": _intervals(scores, references, k, track_ids)}
     first_row = {}
     for i, track in enumerate(track_ids):
         first_row.setdefault(track, i)
@@ -51,6 +69,7 @@ def score_split(head, template: str, data: DatasetArrays, split: str, prior=None
         result[f"song_{method}"] = metric.compute(
             predictions=song_scores, references=song_refs, top_k=k, labels=labels
         )
+        result["intervals"][f"song_{method}"] = _intervals(song_scores, song_refs, k, range(len(song_refs)))
     result["n_tracks"] = int(len(song_refs))
     result["chance"] = {
         "segment": chance_baselines(references, k, prior=prior),
@@ -59,8 +78,17 @@ def score_split(head, template: str, data: DatasetArrays, split: str, prior=None
     return result
 
 
-def to_record(name: str, train: list[str], result: dict, kind: str) -> SettingRecord:
-    """The protocol row of a `score_split` result."""
+def _intervals(scores, references, top_k: int, tracks) -> dict[str, list[float]]:
+    """95% bootstrap intervals over tracks of macro F1 and macro ROC-AUC (meralign.metrics.bootstrap)."""
+    weights = track_weights(list(tracks))
+    return {
+        "macro_f1": interval(macro_f1_samples(scores, references, top_k, weights)),
+        "roc_auc": interval(roc_auc_samples(scores, references, weights)),
+    }
+
+
+def to_record(name: str, train: list[str], result: dict, kind: str, **extra) -> SettingRecord:
+    """The protocol row of a `score_split` result; `extra` (e.g. which model and label space) is kept with it."""
     chance = {}
     for group, baselines in result["chance"].items():
         random_scores = baselines["random_scores"]
@@ -76,7 +104,7 @@ def to_record(name: str, train: list[str], result: dict, kind: str) -> SettingRe
     return SettingRecord(
         name=name,
         train=list(train),
-        test=result["dataset"],
+        test=result["vocabulary"],
         kind=kind,
         top_k=result["top_k"],
         n_segments=result["n_segments"],
@@ -86,5 +114,7 @@ def to_record(name: str, train: list[str], result: dict, kind: str) -> SettingRe
             for level in ("segment", "song_mean", "song_vote")
         },
         chance=chance,
+        intervals=result["intervals"],
         prior="training labels" if given else "test labels (optimistic)",
+        extra={"tracks": result["dataset"], **extra},
     )

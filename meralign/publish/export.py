@@ -55,6 +55,13 @@ class ExportArguments:
         default="your-org/meralign",
         metadata={"help": "The Hub id the model card names (the push can still go elsewhere)."},
     )
+    onnx: bool = field(
+        default=True,
+        metadata={
+            "help": "Also write onnx/audio_model.onnx, onnx/text_model.onnx and, where it stays within cosine "
+            "0.999 of float32, onnx/audio_model_quantized.onnx (the pipeline's backend='onnx' and the web page)."
+        },
+    )
 
 
 def load_base(base_model: str | None = None, mert: str | None = None, text: str | None = None) -> MERAlignModel:
@@ -96,8 +103,10 @@ def export_model(
     alignment_dir=None,
     results=None,
     repo_id: str = "your-org/meralign",
+    onnx: bool = True,
 ) -> Path:
-    """Write the Hub-ready folder: model + remote code + processors, figures, and a model card."""
+    """Write the Hub-ready folder: model + remote code + processors, the ONNX files (unless `onnx=False`),
+    figures, and a model card."""
     from meralign.publish.card import load_protocol_results, write_model_card
     from meralign.publish.folder import save_model_folder
 
@@ -107,6 +116,10 @@ def export_model(
     folder = save_model_folder(
         model, output_dir, base_model or text or getattr(base.config, "text_name_or_path", None)
     )
+    if onnx:
+        from meralign.onnx_export import export_onnx
+
+        export_onnx(model, folder, quantized=True)
     extras = [Path(head_dir) / "training_curves.png"]
     if alignment_dir:
         extras += [
@@ -130,6 +143,7 @@ def export_main(argv: list[str] | None = None) -> int:
         alignment_dir=args.alignment_dir,
         results=args.results,
         repo_id=args.repo_id,
+        onnx=args.onnx,
     )
     print(json.dumps({"exported": str(folder)}))
     return 0

@@ -11,7 +11,7 @@ from meralign.publish.push_files import PushFile
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "space"
 SPACE_CONFIG_FILE = "space_config.json"
-SPACE_CODE_FILES = ("app.py", "requirements.txt")
+SPACE_CODE_FILES = ("app.py", "library_search.py", "requirements.txt")
 DEFAULT_GRADIO_SDK_VERSION = "6.31.0"  # the Gradio the Space app is tested with, when gradio is not installed
 
 
@@ -76,7 +76,7 @@ size (`MAX_UPLOAD_MB`) and duration (`MAX_AUDIO_SECONDS`). The model's licence a
 
 
 def space_files(model_id: str, *, license: str = DEFAULT_LICENSE, space_dir=None) -> list[PushFile]:
-    """The Space: app.py and requirements.txt from `space/`, plus a README and config generated for this model."""
+    """The Space: the SPACE_CODE_FILES from `space/`, plus a README and config generated for this model."""
     space_dir = Path(space_dir) if space_dir is not None else SPACE_DIR
     files = []
     for name in SPACE_CODE_FILES:

@@ -1,5 +1,5 @@
-"""Calibration of a trained head on the training datasets' validation data: softmax temperature and the
-multi-label logistic."""
+"""Calibration of a trained head on the training datasets' validation data: softmax temperature, the
+multi-label logistic, and the affect scale of valence and arousal."""
 
 from __future__ import annotations
 
@@ -8,21 +8,27 @@ import math
 import numpy as np
 import torch
 
+from scoring_meralign import AFFECT_AXES, affect_coordinates
+
 
 @torch.inference_mode()
+def projected(head: torch.nn.Module, features: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    """The head's audio embeddings [n, dim] of cached features (float64 numpy)."""
+    was_training = head.training
+    head.eval()
+    device = next(head.parameters()).device
+    out = [head(features[i : i + batch_size].to(device, torch.float32)) for i in range(0, len(features), batch_size)]
+    head.train(was_training)
+    return torch.cat(out).double().cpu().numpy()
+
+
 def cosine_scores(
     head: torch.nn.Module, features: torch.Tensor, label_embeddings: torch.Tensor, batch_size: int = 4096
 ) -> np.ndarray:
     """Cosine between projected segments and label embeddings, [n, V] (float64 numpy)."""
-    was_training = head.training
-    head.eval()
-    device = next(head.parameters()).device
-    out = [
-        head(features[i : i + batch_size].to(device, torch.float32)) @ label_embeddings.to(device).t()
-        for i in range(0, len(features), batch_size)
-    ]
-    head.train(was_training)
-    return torch.cat(out).double().cpu().numpy() if out else np.zeros((0, len(label_embeddings)))
+    if not len(features):
+        return np.zeros((0, len(label_embeddings)))
+    return projected(head, features, batch_size) @ label_embeddings.double().numpy().T
 
 
 def fit_calibration(cosines: list[np.ndarray], references: list[np.ndarray]) -> dict:
@@ -55,4 +61,26 @@ def fit_calibration(cosines: list[np.ndarray], references: list[np.ndarray]) -> 
         calibration.update(
             multilabel_scale=float(regression.coef_[0, 0]), multilabel_bias=float(regression.intercept_[0])
         )
+    return calibration
+
+
+def fit_affect_calibration(
+    audio: list[np.ndarray], label_vectors: list, references: list[np.ndarray], label_space: dict
+) -> dict:
+    """`{"valence": [scale, bias], "arousal": [scale, bias]}`: least squares from an audio embedding's projection
+    on each axis to its labels' place on the pole-word scale (the mean of its positive labels' coordinates), over
+    the training datasets' validation segments (scoring_meralign.affect_coordinates)."""
+    calibration = {}
+    raw = {axis: [] for axis in AFFECT_AXES}
+    targets = {axis: [] for axis in raw}
+    for embeds, vectors, refs in zip(audio, label_vectors, references):
+        label_coordinates = affect_coordinates(np.asarray(vectors, dtype=np.float64), label_space)
+        projections = affect_coordinates(embeds, label_space, {axis: (1.0, 0.0) for axis in raw})
+        for axis in raw:
+            raw[axis].append(projections[axis])
+            targets[axis].append(refs @ label_coordinates[axis] / refs.sum(axis=1))
+    for axis in raw:
+        x, y = np.concatenate(raw[axis]), np.concatenate(targets[axis])
+        scale, bias = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(y.mean()))
+        calibration[axis] = [float(scale), float(bias)]
     return calibration

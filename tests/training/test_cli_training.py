@@ -17,24 +17,14 @@ import pytest
 from helpers import REPO_ROOT, accelerate_launch
 
 DATASETS = ("synth-jamendo", "synth-cal500")
-FIT_FLAGS = [
-    "--batch_size",
-    "16",
-    "--learning_rate",
-    "3e-3",
-    "--head_hidden_size",
-    "64",
-    "--head_dropout",
-    "0.0",
-    "--patience",
-    "50",
-    "--log_with",
-    "none",
-    "--progress",
-    "false",
-    "--train_datasets",
-    *DATASETS,
-]
+# The paper's configuration: its bare labels keep every subprocess from building the default label space again
+# (tested elsewhere), and on this 20-track corpus its regulariser weight learns in fewer epochs than the default
+# 0.5, which was chosen on the demo's 200-track corpus.
+# fmt: off
+FIT_FLAGS = ["--batch_size", "16", "--learning_rate", "3e-3", "--head_hidden_size", "64", "--head_dropout", "0.0",
+             "--patience", "50", "--log_with", "none", "--progress", "false", "--label_space", "paper",
+             "--alpha", "2.5", "--train_datasets", *DATASETS]
+# fmt: on
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +136,7 @@ def test_fit_with_two_processes(workspace):
     assert len(_records(root / "ddp")) == 6  # one log line per epoch: only the main process writes
     head, saved = load_head(root / "ddp")
     data = CacheDatasets(root / "cache").get("synth-jamendo", SYNTHETIC["synth-jamendo"], saved["pooling"])
-    result = score_split(head, saved["hypothesis_template"], data, "all")
+    result = score_split(head, saved, data, "all")
     chance = result["chance"]["segment"]["random_topk"]["macro_f1"]
     assert result["segment"]["macro_f1"] > 1.5 * chance
 
@@ -172,6 +162,9 @@ def test_export_then_fresh_process_pipeline_matches_in_process(workspace, run_is
         str(v).startswith("/") for v in (config.get("text_name_or_path"), config["text_config"].get("_name_or_path"))
     )
     assert (folder / "README.md").read_text().startswith("---")
+    onnx_files = {"audio_model.onnx", "text_model.onnx", "meralign_onnx.json"}
+    assert onnx_files <= {path.name for path in (folder / "onnx").iterdir()}
+    assert (folder / "onnx_meralign.py").is_file()  # the ONNX backend ships with the remote code
 
     clip = str(workspace["corpus"]["synth-cal500"][0].audio)
     labels = ["cheerful", "sad", "calm", "aggressive"]
@@ -187,11 +180,13 @@ def test_export_then_fresh_process_pipeline_matches_in_process(workspace, run_is
     out = run_isolated(f"""
         import json
         from transformers import pipeline
-        clf = pipeline("zero-shot-music-emotion", model={str(folder)!r}, trust_remote_code=True)
-        print(json.dumps(clf({clip!r}, candidate_labels={labels!r})))
+        for backend in ("torch", "onnx"):
+            clf = pipeline("zero-shot-music-emotion", model={str(folder)!r}, trust_remote_code=True, backend=backend)
+            print(json.dumps(clf({clip!r}, candidate_labels={labels!r})))
     """)
-    fresh = {r["label"]: r["score"] for r in json.loads(out.stdout.strip().splitlines()[-1])}
-    assert fresh.keys() == expected.keys()
-    for label in labels:
-        assert fresh[label] == pytest.approx(expected[label], abs=1e-5)
-    assert np.isclose(sum(fresh.values()), 1.0)
+    for line, tolerance in zip(out.stdout.strip().splitlines()[-2:], (1e-5, 1e-4)):
+        fresh = {r["label"]: r["score"] for r in json.loads(line)}
+        assert fresh.keys() == expected.keys()
+        for label in labels:
+            assert fresh[label] == pytest.approx(expected[label], abs=tolerance)
+        assert np.isclose(sum(fresh.values()), 1.0)

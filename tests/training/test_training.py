@@ -68,8 +68,8 @@ def test_fit_learns_the_structure_and_transfers(tmp_path, cache, vocab_files):
     head, saved = load_head(tmp_path / "run")
     assert saved["train_datasets"] == ["a", "b"] and saved["best_epoch"] == summary["best_epoch"]
     datasets = CacheDatasets(cache)
-    in_domain = score_split(head, "{}", datasets.get("a", Vocabulary("a", VOCABS["a"], 1), "mean"), "test")
-    zero_shot = score_split(head, "{}", datasets.get("c", Vocabulary("c", VOCABS["c"], 1), "mean"), "all")
+    in_domain = score_split(head, saved, datasets.get("a", Vocabulary("a", VOCABS["a"], 1), "mean"), "test")
+    zero_shot = score_split(head, saved, datasets.get("c", Vocabulary("c", VOCABS["c"], 1), "mean"), "all")
     chance = in_domain["chance"]["segment"]["random_topk"]["macro_f1"]
     assert chance == pytest.approx(0.25, abs=0.02)  # 4 balanced labels, k=1
     # measured on this problem: in-domain ~0.9, zero-shot ~0.5-0.7 (the words of "c" are synonyms of a/b's)
@@ -146,15 +146,19 @@ def test_calibration_recovers_a_known_temperature():
 def test_protocol_writes_every_setting_with_chance(tmp_path, cache, vocab_files):
     args = _args(tmp_path, vocab_files, max_epochs=3, output_dir=str(tmp_path / "protocol"))
     summary = run_protocol(args, ProtocolArguments(datasets=["a", "b", "c"]), cache)
-    kinds = [(s["test"], s["kind"]) for s in summary["settings"]]
-    assert sorted(k for k in kinds if k[1] == "zero-shot") == [
-        ("a", "zero-shot"),
-        ("b", "zero-shot"),
-        ("c", "zero-shot"),
-    ]
-    assert len([k for k in kinds if k[1] == "in-domain"]) == 6
+    for model in ("head", "linear"):  # the ridge baseline is scored on every setting beside the head
+        settings = [s for s in summary["settings"] if s["extra"]["model"] == model]
+        kinds = [(s["test"], s["kind"]) for s in settings]
+        assert sorted(k for k in kinds if k[1] == "zero-shot") == [
+            ("a", "zero-shot"),
+            ("b", "zero-shot"),
+            ("c", "zero-shot"),
+        ]
+        assert len([k for k in kinds if k[1] == "in-domain"]) == 6
     for setting in summary["settings"]:
         assert 0 <= setting["metrics"]["segment"]["macro_f1"] <= 1
         assert 0 < setting["chance"]["segment"]["macro_f1"]["random_topk"] < 1
+        low, high = setting["intervals"]["segment"]["macro_f1"]
+        assert low <= setting["metrics"]["segment"]["macro_f1"] <= high and high - low > 0
     table = (tmp_path / "protocol" / "protocol.md").read_text()
     assert "chance: random top-k" in table and table.count("zero-shot") >= 3

@@ -48,6 +48,20 @@ CUE_PROFILES: dict[str, CueProfile] = {
     "powerful": CueProfile(120, (0.75, 0.20, 0.05), -11, 0.30, 50, 0.60, 0.008, 0.75, 0.15, 2.0, 0.85, 0.05),
 }
 
+# The documented valence and arousal of each latent emotion, in [-1, 1]: Warriner, Kuperman & Brysbaert (2013)
+# mean ratings of the emotion's name (1-9 scales), rescaled as (x - 5) / 4 (benchmarks/norms/warriner_2013_vad.json).
+# Independent of every model: they are what predicted valence and arousal are checked against.
+EMOTION_AFFECT: dict[str, tuple[float, float]] = {
+    "joyful": (0.8025, 0.1325),
+    "sad": (-0.725, -0.3775),
+    "tender": (0.3675, -0.445),
+    "angry": (-0.6175, 0.30),
+    "calm": (0.4725, -0.8325),
+    "tense": (-0.5625, 0.08),
+    "solemn": (-0.085, -0.525),
+    "powerful": (0.365, 0.1025),
+}
+
 # Per-clip random variation around the profile: standard deviations (tempo, attack and density
 # vary multiplicatively, as log-normal factors). Large enough that neighbouring emotions overlap.
 CUE_SPREAD: dict[str, float] = {

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from meralign.data.synthetic.corpus import DATASET_SPECS
-from meralign.vocabularies import LABEL_TABLE
+from meralign.vocabularies import SYNTHETIC_LABELS
 
 
 def label_alignment(
@@ -27,7 +27,7 @@ def label_alignment(
             raise ValueError(
                 f"vocabularies contains unknown dataset {name!r}; expected names from {tuple(DATASET_SPECS)}"
             )
-    words = sorted({LABEL_TABLE[e][n] for n in names for e in DATASET_SPECS[n].emotions})  # type: ignore[type-var]
+    words = sorted({SYNTHETIC_LABELS[n][e] for n in names for e in DATASET_SPECS[n].emotions})
     vectors = np.asarray(encode(words), dtype=float)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     embedding = dict(zip(words, vectors))
@@ -37,19 +37,19 @@ def label_alignment(
             if source == target:
                 continue
             target_emotions = DATASET_SPECS[target].emotions
-            matrix = np.stack([embedding[LABEL_TABLE[e][target]] for e in target_emotions])
+            matrix = np.stack([embedding[SYNTHETIC_LABELS[target][e]] for e in target_emotions])
             for emotion in DATASET_SPECS[source].emotions:
                 if emotion not in target_emotions:
                     continue
-                sims = matrix @ embedding[LABEL_TABLE[emotion][source]]
+                sims = matrix @ embedding[SYNTHETIC_LABELS[source][emotion]]
                 best = int(np.argmax(sims))
                 rows.append(
                     {
                         "source": source,
                         "target": target,
                         "emotion": emotion,
-                        "label": LABEL_TABLE[emotion][source],
-                        "nearest": LABEL_TABLE[target_emotions[best]][target],
+                        "label": SYNTHETIC_LABELS[source][emotion],
+                        "nearest": SYNTHETIC_LABELS[target][target_emotions[best]],
                         "nearest_emotion": target_emotions[best],
                         "cosine": float(sims[best]),
                         "same_emotion_cosine": float(sims[target_emotions.index(emotion)]),

@@ -1,0 +1,297 @@
+"""ONNX export (meralign/onnx_export.py) and the ONNX Runtime backend (onnx_meralign.py) on the tiny model.
+
+Parity with PyTorch for several batch sizes, lengths and padded masks; the early exit inside the graph; the
+fingerprint that makes the runtime refuse files of another model; the runtime without torch. One export per
+module (about 30 s on 2 cores, most of it the MiniLM text tower).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
+pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (pip install onnxscript)")
+onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
+
+import onnx_meralign  # noqa: E402
+import pipeline_meralign  # noqa: E402
+from meralign.data.synthetic.render import render_clip  # noqa: E402
+from meralign.onnx_export import export_onnx, model_fingerprint  # noqa: E402
+from meralign.publish.folder import save_model_folder  # noqa: E402
+from meralign.testing import build_tiny_model  # noqa: E402
+from onnx_meralign import MERAlignONNX  # noqa: E402
+
+AUDIO_CASES = [  # (batch, samples, padded samples of the last row)
+    (1, 24_000, 0),
+    (3, 30_000, 7_000),
+    (2, 12_345, 5_000),
+    (4, 4_000, 3_000),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tiny_model_dir, tmp_path_factory):
+    """A copy of the saved tiny model folder with onnx/ exported into it (the shared folder stays as it was)."""
+    folder = tmp_path_factory.mktemp("onnx_model") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    info = export_onnx(tiny_model, folder, quantized=True)
+    return folder, info
+
+
+@pytest.fixture(scope="module")
+def runtime(exported):
+    return MERAlignONNX(exported[0], intra_op_threads=1)
+
+
+def _audio(batch, samples, padded, seed=0):
+    values = 0.3 * torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(batch, samples, dtype=torch.int64)
+    if padded:
+        mask[-1, samples - padded :] = 0
+        values[-1, samples - padded :] = 0.0
+    return values, mask
+
+
+@pytest.mark.parametrize("batch,samples,padded", AUDIO_CASES)
+def test_audio_graph_matches_pytorch(runtime, tiny_model, batch, samples, padded):
+    values, mask = _audio(batch, samples, padded)
+    with torch.no_grad():
+        expected = tiny_model.get_audio_features(values, mask).numpy()
+    got = runtime.audio_embeddings(values.numpy(), mask.numpy())
+    assert got.shape == (batch, tiny_model.config.projection_size)
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_padding_changes_the_embedding_as_in_pytorch(runtime):
+    """The mask is live in the graph: masking half a clip changes its embedding (by what PyTorch says)."""
+    values, _ = _audio(1, 24_000, 0)
+    full = runtime.audio_embeddings(values.numpy(), np.ones((1, 24_000), np.int64))
+    half = np.ones((1, 24_000), np.int64)
+    half[0, 12_000:] = 0
+    assert float(full[0] @ runtime.audio_embeddings(values.numpy(), half)[0]) < 0.9999
+
+
+@pytest.mark.parametrize("texts", [["joyful"], ["a slow and melancholic piano piece", "sad", "tense"]])
+def test_text_graph_matches_get_text_features(runtime, tiny_model, texts):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model.config.text_name_or_path)
+    tokens = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = tiny_model.get_text_features(tokens["input_ids"], tokens["attention_mask"]).numpy()
+    got = runtime.label_embeddings(tokens["input_ids"].numpy(), tokens["attention_mask"].numpy())
+    assert got.shape == (len(texts), 384)
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_layout_info_and_fingerprint_metadata(exported, tiny_model):
+    folder, info = exported
+    onnx_dir = folder / "onnx"
+    assert {p.name for p in onnx_dir.iterdir()} >= {"audio_model.onnx", "text_model.onnx", "meralign_onnx.json"}
+    assert json.loads((onnx_dir / "meralign_onnx.json").read_text()) == info
+    assert info["calibration"]["logit_scale"] == pytest.approx(float(tiny_model.logit_scale))
+    assert info["min_valid_samples"] == 400 and info["segment_seconds"] == tiny_model.config.segment_seconds
+    fingerprint = model_fingerprint(tiny_model)
+    assert info["fingerprint"] == fingerprint
+    # what the runtime recomputes from the saved folder agrees with what the exporter computed from the model
+    assert onnx_meralign.config_fingerprint(json.loads((folder / "config.json").read_text())) == fingerprint["config"]
+    assert onnx_meralign.weights_fingerprint_of_folder(folder) == fingerprint["weights"]
+    for name in ("audio_model.onnx", "text_model.onnx"):
+        props = {p.key: p.value for p in onnx.load(str(onnx_dir / name), load_external_data=False).metadata_props}
+        assert props[onnx_meralign.METADATA_CONFIG_KEY] == fingerprint["config"]
+        assert props[onnx_meralign.METADATA_WEIGHTS_KEY] == fingerprint["weights"]
+
+
+def test_runtime_refuses_onnx_files_of_another_model(exported, tmp_path):
+    """Same config, other head weights (another seed): the weights fingerprint names the foreign file."""
+    other = tmp_path / "other"
+    save_model_folder(build_tiny_model(seed=1), other)
+    shutil.copytree(exported[0] / "onnx", other / "onnx")
+    with pytest.raises(ValueError, match=r"audio_model\.onnx was exported from another model: its weights"):
+        MERAlignONNX(other)
+    MERAlignONNX(other, check_weights=False)  # the config alone matches: it is the same architecture
+
+
+def test_runtime_refuses_another_config(exported):
+    config = json.loads((exported[0] / "config.json").read_text())
+    config["feature_layers"] = [1, 2]
+    with pytest.raises(ValueError, match=r"meralign_onnx\.json belongs to another model"):
+        MERAlignONNX(exported[0], config=config)
+
+
+def test_graph_stops_after_the_deepest_layer_the_head_uses(exported, tmp_path):
+    """feature_layers [1, 2] of 4: the audio graph holds 2 attention blocks, not 4 (the TorchScript exporter,
+    3 s instead of 30: where the tower stops is the model's doing, not the exporter's)."""
+    model = build_tiny_model(feature_layers=[1, 2])
+    export_onnx(model, tmp_path, dynamo=False, text=False)
+    graph = onnx.load(str(tmp_path / "onnx" / "audio_model.onnx"), load_external_data=False).graph
+    assert sum(node.op_type == "Softmax" for node in graph.node) == 2
+    full = onnx.load(str(exported[0] / "onnx" / "audio_model.onnx"), load_external_data=False).graph
+    assert sum(node.op_type == "Attention" for node in full.node) == 4  # the default export: all 4 layers used
+    with torch.no_grad():
+        values, mask = _audio(2, 16_000, 4_000)
+        expected = model.get_audio_features(values, mask).numpy()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "audio_model.onnx"))
+    got = session.run(None, {"input_values": values.numpy(), "attention_mask": mask.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_torchscript_exporter_fallback_matches(tiny_model, tmp_path):
+    export_onnx(tiny_model, tmp_path, dynamo=False, text=False)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "audio_model.onnx"))
+    values, mask = _audio(3, 20_000, 6_000)
+    with torch.no_grad():
+        expected = tiny_model.get_audio_features(values, mask).numpy()
+    got = session.run(None, {"input_values": values.numpy(), "attention_mask": mask.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_dynamic_int8_variant_keeps_fingerprint_and_direction(exported, runtime):
+    """export_onnx(quantized=True): audio_model_quantized.onnx, listed in the JSON, fingerprinted, close to fp32."""
+    folder, info = exported
+    assert info["files"]["audio"] == {"fp32": "audio_model.onnx", "quantized": "audio_model_quantized.onnx"}
+    quantized = MERAlignONNX(folder, audio_variant="quantized")  # passes the fingerprint check
+    graph = onnx.load(str(folder / "onnx" / "audio_model_quantized.onnx"), load_external_data=False).graph
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)
+    values, mask = _audio(2, 24_000, 8_000)
+    cosine = np.sum(
+        quantized.audio_embeddings(values.numpy(), mask.numpy())
+        * runtime.audio_embeddings(values.numpy(), mask.numpy()),
+        axis=1,
+    )
+    assert cosine.min() > 0.99
+
+
+def test_session_options_and_argument_errors(exported, runtime):
+    options = onnx_meralign.session_options("basic", 1)
+    assert options.intra_op_num_threads == 1 and not options.enable_mem_pattern
+    with pytest.raises(ValueError, match="graph_optimization_level"):
+        onnx_meralign.session_options("fastest")
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        onnx_meralign.session_options("all", -1)
+    with pytest.raises(ValueError, match=r"input_values must be \[batch, samples\]"):
+        runtime.audio_embeddings(np.zeros(24_000, np.float32))
+    with pytest.raises(ValueError, match="attention_mask must have the shape"):
+        runtime.audio_embeddings(np.zeros((1, 800), np.float32), np.ones((1, 400), np.int64))
+    with pytest.raises(FileNotFoundError, match="audio_model_int8.onnx not found"):
+        MERAlignONNX(exported[0], audio_variant="int8")
+
+
+def test_missing_onnxruntime_is_a_clear_import_error(exported, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match="pip install onnxruntime"):
+        MERAlignONNX(exported[0])
+
+
+def test_runtime_runs_from_the_model_folder_without_torch(exported, runtime, run_isolated, tmp_path):
+    """Shipped as remote code: the folder's copy alone, in an interpreter where the project is absent and torch
+    blocked."""
+    folder = exported[0]
+    assert (folder / "onnx_meralign.py").is_file()  # saved with the remote code, as the pipeline imports it
+    values, mask = _audio(2, 24_000, 6_000)
+    np.save(tmp_path / "values.npy", values.numpy())
+    np.save(tmp_path / "mask.npy", mask.numpy())
+    expected = runtime.audio_embeddings(values.numpy(), mask.numpy())
+    result = run_isolated(f"""
+        import sys
+        sys.modules["torch"] = None  # any torch import fails
+        sys.path.insert(0, {str(folder)!r})
+        import numpy as np
+        from onnx_meralign import MERAlignONNX
+        runtime = MERAlignONNX({str(folder)!r})
+        values, mask = np.load({str(tmp_path / "values.npy")!r}), np.load({str(tmp_path / "mask.npy")!r})
+        out = runtime.audio_embeddings(values, mask)
+        np.save({str(tmp_path / "out.npy")!r}, out)
+    """)
+    assert result.returncode == 0
+    assert np.abs(np.load(tmp_path / "out.npy") - expected).max() < 1e-6
+
+
+def test_text_graph_uses_get_label_embeddings_when_the_model_has_it(tmp_path):
+    """The label vectors a model scores with (a saved transform of the sentence embedding) are what is exported."""
+    from transformers import AutoTokenizer
+
+    model = build_tiny_model()
+    scale = torch.ones(384)
+    scale[:8] = 3.0  # a low-rank rescaling of a few directions, then re-normalisation
+
+    def get_label_embeddings(input_ids, attention_mask):
+        return torch.nn.functional.normalize(model.get_text_features(input_ids, attention_mask) * scale, dim=-1)
+
+    model.get_label_embeddings = get_label_embeddings
+    export_onnx(model, tmp_path, dynamo=False)  # the TorchScript exporter: seconds, and the same wrapper
+    tokenizer = AutoTokenizer.from_pretrained(model.config.text_name_or_path)
+    tokens = tokenizer(["joyful", "a calm evening"], padding=True, return_tensors="pt")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "text_model.onnx"))
+    got = session.run(None, {k: tokens[k].numpy() for k in ("input_ids", "attention_mask")})[0]
+    with torch.no_grad():
+        transformed = get_label_embeddings(tokens["input_ids"], tokens["attention_mask"]).numpy()
+        plain = model.get_text_features(tokens["input_ids"], tokens["attention_mask"]).numpy()
+    assert np.abs(got - transformed).max() < 1e-5
+    assert np.abs(got - plain).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------ the pipeline's backend
+@pytest.fixture(scope="module")
+def folder_model(exported):
+    """The exported folder's model, loaded from it (its name_or_path is the folder), and its processors."""
+    from modeling_meralign import MERAlignModel, build_processors
+
+    model = MERAlignModel.from_pretrained(exported[0]).eval()
+    return model, build_processors(model.config, exported[0])  # the folder holds the tokenizer files
+
+
+def _pipe(folder_model, backend):
+    model, (feature_extractor, tokenizer) = folder_model
+    return pipeline_meralign.ZeroShotMusicEmotionPipeline(
+        model=model, tokenizer=tokenizer, feature_extractor=feature_extractor, backend=backend
+    )
+
+
+@pytest.mark.parametrize(("backend", "min_cosine"), [("onnx", 0.9999), ("onnx-quantized", 0.999)])
+def test_pipeline_backend_scores_like_pytorch(folder_model, backend, min_cosine):
+    """Real-shaped input (synthetic music, 26 s: two full 10 s segments and a padded last one), both backends."""
+    clip = render_clip(["joyful", "tense"], seed=1, seconds=26.0, sampling_rate=24_000)
+    labels = ["joyful", "melancholic", "tense", "a calm evening by the sea"]
+    reference, onnx_pipe = _pipe(folder_model, "torch"), _pipe(folder_model, backend)
+    expected, times = reference.recording_embeddings(clip)
+    got, onnx_times = onnx_pipe.recording_embeddings(clip)
+    assert onnx_times == times and len(times) == 3
+    assert float((expected * got).sum(dim=1).min()) >= min_cosine
+    assert (reference.label_embeddings(labels) - onnx_pipe.label_embeddings(labels)).abs().max() < 1e-5
+    scores = {r["label"]: r["score"] for r in reference(clip, candidate_labels=labels)}
+    onnx_scores = {r["label"]: r["score"] for r in onnx_pipe(clip, candidate_labels=labels)}
+    tolerance = 1e-4 if backend == "onnx" else 1e-2
+    assert max(abs(scores[label] - onnx_scores[label]) for label in labels) < tolerance
+
+
+def test_pipeline_backend_errors_name_the_problem(folder_model, tiny_model, tiny_model_dir):
+    from modeling_meralign import MERAlignModel
+
+    with pytest.raises(ValueError, match="backend must be one of"):
+        _pipe(folder_model, "tensorflow")
+    without_onnx = MERAlignModel.from_pretrained(tiny_model_dir).eval()
+    with pytest.raises(FileNotFoundError, match="meralign_onnx.json not found"):
+        _pipe((without_onnx, folder_model[1]), "onnx")
+    with pytest.raises(ValueError, match="no name_or_path"):
+        _pipe((build_tiny_model(), folder_model[1]), "onnx")
+
+
+def test_quantised_backend_refused_on_cpus_without_int8_kernels(folder_model, monkeypatch):
+    monkeypatch.setattr(onnx_meralign.platform, "machine", lambda: "riscv64")
+    with pytest.raises(ValueError, match="riscv64.*backend='onnx'"):
+        _pipe(folder_model, "onnx-quantized")
+    assert _pipe(folder_model, "onnx").backend == "onnx"  # float32 runs anywhere
