@@ -470,8 +470,11 @@ def build_processors(config: MERAlignConfig, text_name_or_path: str):
         return_attention_mask=True,
     )
     # trust_remote_code=False: a base-model folder's config.json names this remote code, and the tokenizer (a
-    # plain BERT one) must load without asking to run it
-    tokenizer = AutoTokenizer.from_pretrained(str(text_name_or_path), trust_remote_code=False)
+    # plain BERT one) must load without asking to run it; config=the text tower's, so that AutoTokenizer does
+    # not read that config.json as a plain config (transformers warns "a model of type `meralign`")
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(text_name_or_path), trust_remote_code=False, config=config.text_config
+    )
     return feature_extractor, tokenizer
 
 

@@ -295,23 +295,24 @@ class MERAlignONNX:
 
     def audio_embeddings(self, input_values, attention_mask=None) -> np.ndarray:
         """L2-normalised audio embeddings [batch, projection_size] of 24 kHz waveforms [batch, samples]."""
-        values = np.ascontiguousarray(input_values, dtype=np.float32)
-        if values.ndim != 2:
-            raise ValueError(f"input_values must be [batch, samples], got shape {values.shape}")
-        mask = np.ones(values.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
-        if mask.shape != values.shape:
-            raise ValueError(f"attention_mask must have the shape of input_values {values.shape}, got {mask.shape}")
+        values, mask = _with_mask(input_values, np.float32, attention_mask, "input_values", "batch, samples")
         return self.sessions["audio"].run(None, {"input_values": values, "attention_mask": mask})[0]
 
     def label_embeddings(self, input_ids, attention_mask=None) -> np.ndarray:
         """L2-normalised label vectors [batch, projection_size] of tokenised label texts [batch, tokens]."""
-        ids = np.asarray(input_ids, dtype=np.int64)
-        if ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, tokens], got shape {ids.shape}")
-        mask = np.ones(ids.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
-        if mask.shape != ids.shape:
-            raise ValueError(f"attention_mask must have the shape of input_ids {ids.shape}, got {mask.shape}")
+        ids, mask = _with_mask(input_ids, np.int64, attention_mask, "input_ids", "batch, tokens")
         return self.sessions["text"].run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def _with_mask(inputs, dtype, attention_mask, name: str, axes: str) -> tuple[np.ndarray, np.ndarray]:
+    """`inputs` as a contiguous 2-D array of `dtype`, and its int64 mask (all ones when None), checked."""
+    array = np.ascontiguousarray(inputs, dtype=dtype)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be [{axes}], got shape {array.shape}")
+    mask = np.ones(array.shape, np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
+    if mask.shape != array.shape:
+        raise ValueError(f"attention_mask must have the shape of {name} {array.shape}, got {mask.shape}")
+    return array, mask
 
 
 # ------------------------------------------------------------------------------- the pipeline's backend

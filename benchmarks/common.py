@@ -32,6 +32,8 @@ WARMUP_LABELS = ["happy", "gloomy", "gentle", "furious", "relaxed", "anxious", "
 TEMPLATES = ["{}", "{} music", "music that sounds {}", "a {} song", "this song is {}", "{} mood", "a {} piece"]
 CLAP_ANALYSED_SECONDS = 10.0  # ClapFeatureExtractor.max_length_s: CLAP keeps one 10 s window of any clip
 SAMPLING_RATE_IN = 48_000  # the clip both peers get: CLAP's own rate; ours resamples to 24 kHz
+# MERT-95M-shaped tower up to layer 12, one 10 s segment, as FlopCounterMode counts it (cpu_vs_clap.audio_gflop)
+TOWER_GFLOP_PER_10S = 208.5
 GFLOP_PER_SEGMENT_ANCHOR = 229.0  # MERT-95M-shaped tower, one 10 s segment (reference anchor)
 
 
@@ -50,6 +52,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's vector extensions that decide kernel speed (AVX2, AVX-512, VNNI, BF16, AMX)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "avx_vnni")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in wanted if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def environment() -> dict:
     import transformers
 
@@ -58,6 +73,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -80,6 +96,24 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
+
+
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 10, cpu: bool = False) -> float:
+    """float32 torch.mm of n x n at `threads` threads, best of `repeats`: the machine's practical peak right now.
+    `cpu`: per CPU-second of this process instead of per second (x threads: comparable to wall-clock rates)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(timed_seconds(lambda: torch.mm(a, b), cpu) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9 * (threads if cpu else 1)
+
+
+def timed_seconds(fn, cpu: bool = False) -> float:
+    """Wall-clock seconds of fn(), or with `cpu` the CPU seconds of this process (all its threads)."""
+    clock = time.process_time if cpu else time.perf_counter
+    start = clock()
+    fn()
+    return clock() - start
 
 
 def summary(times: list[float]) -> dict:

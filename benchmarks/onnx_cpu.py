@@ -32,34 +32,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import LABELS, SAMPLING_RATE_IN, build_clap, synthetic_clip  # noqa: E402
+from common import LABELS, SAMPLING_RATE_IN, TOWER_GFLOP_PER_10S, build_clap, matmul_gflops, synthetic_clip  # noqa: E402
+from common import timed_seconds as _timed  # noqa: E402
 
 from meralign.data.synthetic.render import render_clip  # noqa: E402
 from meralign.testing import build_mert_95m_model  # noqa: E402
 
-GFLOP_PER_10S = 208.5  # MERT-95M-shaped tower, one 10 s segment, as FlopCounterMode counts it (layers 3-12 head)
+GFLOP_PER_10S = TOWER_GFLOP_PER_10S
 SAMPLING_RATE = 24_000
 SEGMENT = 10 * SAMPLING_RATE
 CLIP_EMOTIONS = [["joyful"], ["sad"], ["angry", "tense"], ["calm"], ["tender", "sad"], ["powerful"], ["solemn"]]
 REFERENCE = "ort_fp32_all"
-
-
-def matmul_gflops(threads: int, n: int = 2048, repeats: int = 10, cpu: bool = False) -> float:
-    """float32 torch.mm of n x n at `threads` threads, best of `repeats`: the machine's practical peak right now.
-    `cpu`: per CPU-second of this process instead of per second (x threads: comparable to wall-clock rates)."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b), cpu) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9 * (threads if cpu else 1)
-
-
-def _timed(fn, cpu: bool = False) -> float:
-    """Wall-clock seconds of fn(), or with `cpu` the CPU seconds of this process (all its threads)."""
-    clock = time.process_time if cpu else time.perf_counter
-    start = clock()
-    fn()
-    return clock() - start
 
 
 # --------------------------------------------------------------------------------------------- the files

@@ -16,7 +16,9 @@ exactly `model.get_audio_features`. The runtime side is onnx_meralign.py (remote
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,6 +80,26 @@ class LabelEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.embed(input_ids, attention_mask)
+
+
+@contextmanager
+def _quiet_exporters():
+    """Keep the exporters' and the quantiser's notices about their own internals (torchvision ops skipped, axis
+    names merged, deprecations, a pre-processing hint) out of the user's terminal; errors still raise."""
+    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir", "")  # "": the quantiser's
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 @contextmanager
@@ -211,7 +233,7 @@ def export_onnx(
     was_training, dtype = model.training, model.dtype
     model.eval().float()
     try:
-        with torch.no_grad(), _whole_batch_front_end(model):
+        with torch.no_grad(), _whole_batch_front_end(model), _quiet_exporters():
             _export_audio(model, out / onnx_file_name("audio"), dummy_seconds, dynamo, opset)
             if text:
                 _export_text(model, out / onnx_file_name("text"), dynamo, opset)
@@ -221,7 +243,8 @@ def export_onnx(
         _stamp(out / onnx_file_name(kind), fingerprint, stamp)
     _write_info(folder, _info(model, fingerprint, opset, dynamo, text))
     if quantized:
-        _add_quantized_audio(model, folder)
+        with _quiet_exporters():
+            _add_quantized_audio(model, folder)
     return _read_info(folder)
 
 
@@ -282,13 +305,14 @@ def _export_audio(model, path: Path, dummy_seconds: float, dynamo: bool, opset: 
     samples = ("samples", receptive_field(config.audio_config), max_samples)
     dims = {name: {0: ("batch", 1, MAX_EXPORT_BATCH), 1: samples} for name in AUDIO_INPUTS}
     inputs = _dummy_audio(model, dummy_seconds)
-    _export_one(AudioEncoder(model), inputs, path, AUDIO_INPUTS, "audio_embeds", dims, dynamo, opset)
+    _export_one(AudioEncoder(model).eval(), inputs, path, AUDIO_INPUTS, "audio_embeds", dims, dynamo, opset)
 
 
 def _export_text(model, path: Path, dynamo: bool, opset: int) -> None:
     tokens = ("tokens", 1, model.config.text_config.max_position_embeddings)
     dims = {name: {0: ("batch", 1, MAX_EXPORT_BATCH), 1: tokens} for name in TEXT_INPUTS}
-    _export_one(LabelEncoder(model), _dummy_text(model), path, TEXT_INPUTS, "text_embeds", dims, dynamo, opset)
+    encoder = LabelEncoder(model).eval()
+    _export_one(encoder, _dummy_text(model), path, TEXT_INPUTS, "text_embeds", dims, dynamo, opset)
 
 
 def _info(model, fingerprint: dict, opset: int, dynamo: bool, text: bool) -> dict:

@@ -13,6 +13,16 @@ from meralign.vocabularies import EMOTIFY
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The model's remote code: every root module named *_meralign.py is shipped in each exported model folder.
 REMOTE_CODE = tuple(sorted(p.name for p in REPO_ROOT.glob("*_meralign.py")))
+# Debian's chromium, headless, for the browser tests (Playwright drives it; no browser download)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def make_pipeline(model, processors):

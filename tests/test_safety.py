@@ -29,8 +29,10 @@ from helpers import REMOTE_CODE
 REPO = Path(__file__).resolve().parents[1]
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 # (file, enclosing function): the only calls that may pass trust_remote_code=True. Each loads a folder this
-# project exported (the Space's model, the demo's freshly exported model, a library's model): code we ship.
+# project exported (the Space's model, the demo's freshly exported model, a library's model, the model the
+# Space-path benchmark exports): code we ship.
 TRUSTED_REMOTE_CODE = {
+    ("benchmarks/space_path.py", "load_pipelines"),
     ("space/app.py", "load_fastest_pipeline"),
     ("meralign/demo/run.py", "classify_example"),
     ("meralign/library/model.py", "load_pipeline"),

@@ -115,19 +115,20 @@ def run_tag(args) -> int:
 
 def run_search(args) -> int:
     results = _open(args).search(args.words, top=args.top)
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
-    for rank, r in enumerate([] if args.json else results, 1):
-        print(f"{rank:3d}. {r['score']:.3f}  {_clock(r['start'])}-{_clock(r['end'])}  {r['path']}")
-    return 0
+    return _print_ranked(results, args.json, lambda r: f"{r['score']:.3f}  {_clock(r['start'])}-{_clock(r['end'])}")
 
 
 def run_similar(args) -> int:
-    results = _open(args).similar(args.file, top=args.top)
-    if args.json:
+    return _print_ranked(_open(args).similar(args.file, top=args.top), args.json, lambda r: f"{r['cosine']:.4f}")
+
+
+def _print_ranked(results: list[dict], as_json: bool, describe) -> int:
+    """JSON, or one numbered line a track: what `describe` says of it, then its path."""
+    if as_json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
-    for rank, r in enumerate([] if args.json else results, 1):
-        print(f"{rank:3d}. {r['cosine']:.4f}  {r['path']}")
+        return 0
+    for rank, r in enumerate(results, 1):
+        print(f"{rank:3d}. {describe(r)}  {r['path']}")
     return 0
 
 

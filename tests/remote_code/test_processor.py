@@ -71,3 +71,18 @@ def test_exported_folder_loads_with_auto_processor_in_a_fresh_process(tiny_model
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["class"] == "MERAlignProcessor"
     assert {"input_ids", "attention_mask", "input_values", "audio_attention_mask"} <= set(result["keys"])
+
+
+def test_processors_of_a_model_folder_load_without_a_config_warning(tiny_model_dir, run_isolated):
+    """The tokenizer comes from a folder whose config.json is MERAlign's: no "a model of type `meralign` to
+    instantiate a model of type ``" warning and no remote-code prompt (a fresh process: transformers warns once)."""
+    result = run_isolated(f"""
+        import sys
+        sys.path.insert(0, {str(tiny_model_dir)!r})
+        from modeling_meralign import MERAlignConfig, build_processors
+        config = MERAlignConfig.from_pretrained({str(tiny_model_dir)!r})
+        _, tokenizer = build_processors(config, {str(tiny_model_dir)!r})
+        print(tokenizer("joyful")["input_ids"][0] == tokenizer.cls_token_id)
+    """)
+    assert "model of type" not in result.stderr and "custom code" not in result.stderr, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CHROMIUM, CHROMIUM_ARGS
 
 from meralign.data.synthetic.render import render_clip
 from meralign.publish.folder import save_model_folder
@@ -29,15 +30,6 @@ from meralign.testing import build_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEB = REPO_ROOT / "web"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PAGE_FILES = [
     WEB / "node_modules/onnxruntime-web/dist/ort.wasm.min.mjs",
     WEB / "node_modules/@huggingface/tokenizers/dist/tokenizers.min.mjs",
