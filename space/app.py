@@ -28,7 +28,7 @@ import soundfile as sf
 import library_search  # space/library_search.py, beside this file (a Space runs app.py as a script)
 
 logger = logging.getLogger("meralign_space")
-# The pipeline backends, fastest first (benchmarks/onnx_cpu.py: ONNX Runtime int8 < float32 < PyTorch float32)
+# The pipeline backends, fastest first (benchmarks/space_path.py: ONNX Runtime int8, then float32, then PyTorch)
 FASTEST_FIRST = ("onnx-quantized", "onnx", "torch")
 
 HERE = Path(__file__).resolve().parent

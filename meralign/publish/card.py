@@ -251,12 +251,17 @@ clf("song.ogg", candidate_labels=["joyful", "melancholic", "tense", "serene"])
 out = clf("song.ogg", candidate_labels=["joyful", "melancholic", "tense", "serene"],
           multi_label=True, top_k=3, return_segments=True)
 out["labels"], out["scores"], out["segments"][0]["scores"]
+
+# ONNX Runtime instead of PyTorch (pip install onnxruntime): the files under onnx/, float32 or int8
+fast = pipeline("{TASK_TAG}", model="{repo_id}", trust_remote_code=True, backend="onnx")
 ```
 
-`trust_remote_code=True` runs this repository's `configuration_meralign.py`, `modeling_meralign.py`,
-`pipeline_meralign.py` and `audio_meralign.py`; they need only torch, transformers, numpy, soundfile and scipy
-(no ffmpeg: soundfile decodes wav, flac, ogg/vorbis, opus, mp3 and aiff). Read them before running them.
-Any words can be candidate labels; the whole recording is scored segment by segment.
+`trust_remote_code=True` runs this repository's `*_meralign.py` files (configuration, model, pipeline, processor,
+audio input, scoring rules, CPU rewrites, the ONNX backend); they need only torch, transformers, numpy,
+soundfile and scipy, and onnxruntime for `backend="onnx"` (no ffmpeg: soundfile decodes wav, flac, ogg/vorbis,
+opus, mp3 and aiff). Read them before running them. Any words can be candidate labels; the whole recording is
+scored segment by segment. A model saved with affect axes also gives valence and arousal
+(`return_affect=True`).
 """
 
 
