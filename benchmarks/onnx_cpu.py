@@ -20,6 +20,7 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -347,7 +348,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clips", type=int, default=6, help="10 s clips for the accuracy check")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/meralign_onnx_bench"))
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "meralign_onnx_bench")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "onnx_cpu.json")
     parser.add_argument("--groups", nargs="*", default=None, help="only these groups (levels options int8 ...)")
     parser.add_argument("--no-clap", action="store_true", help="skip the end-to-end comparison with CLAP")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).absolute().parent.parent
@@ -153,7 +154,7 @@ def print_table(result: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/meralign_space_path"))
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "meralign_space_path")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     folder = prepare_folder(args.work_dir)
