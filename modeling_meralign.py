@@ -450,8 +450,20 @@ def load_mert_tower(mert_name_or_path: str):
 
 
 def load_text_tower(text_name_or_path: str):
-    """The sentence-transformer's BertModel (no pooler: sentence-transformers mean-pools the tokens)."""
-    tower, info = BertModel.from_pretrained(str(text_name_or_path), add_pooling_layer=False, output_loading_info=True)
+    """The sentence-transformer's BertModel (no pooler: sentence-transformers mean-pools the tokens).
+
+    The checkpoint's pooler weights are expected to go unused, so transformers' load report (which lists them
+    as UNEXPECTED) is kept quiet; missing weights are checked here instead."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tower, info = BertModel.from_pretrained(
+            str(text_name_or_path), add_pooling_layer=False, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     missing = sorted(info.get("missing_keys", []))
     if missing:
         raise ValueError(f"text checkpoint {text_name_or_path!r} lacks weights: {', '.join(missing)}")

@@ -11,7 +11,7 @@ from meralign.publish.push_files import PushFile
 
 SPACE_DIR = Path(__file__).resolve().parents[2] / "space"
 SPACE_CONFIG_FILE = "space_config.json"
-SPACE_CODE_FILES = ("app.py", "library_search.py", "requirements.txt")
+SPACE_CODE_FILES = ("app.py", "page_inputs.py", "library_search.py", "requirements.txt")
 DEFAULT_GRADIO_SDK_VERSION = "6.31.0"  # the Gradio the Space app is tested with, when gradio is not installed
 
 

@@ -246,7 +246,7 @@ def test_results_file_errors_name_the_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------ push
 MODEL_UPLOADS = {"README.md", "config.json", "model.safetensors", "pipeline_meralign.py", "label_clusters.png"}
-SPACE_UPLOADS = {"README.md", "app.py", "library_search.py", "requirements.txt", "space_config.json"}
+SPACE_UPLOADS = {"README.md", "app.py", "page_inputs.py", "library_search.py", "requirements.txt", "space_config.json"}
 
 
 class RecordingHub:
@@ -325,7 +325,7 @@ def test_push_creates_model_and_space_and_uploads_exactly_the_planned_files(mert
 
     space = recording_hub.commits["spaces/org/meralign-demo"]
     assert set(space) == SPACE_UPLOADS
-    for name in ("app.py", "library_search.py", "requirements.txt"):
+    for name in ("app.py", "page_inputs.py", "library_search.py", "requirements.txt"):
         assert space[name] == (REPO_ROOT / "space" / name).read_bytes()
     space_card = SpaceCard(space["README.md"].decode())
     assert (space_card.data.sdk, space_card.data.app_file, space_card.data.models) == (

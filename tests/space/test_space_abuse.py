@@ -450,16 +450,18 @@ def test_path_like_labels_are_scored_as_text_and_never_opened(served, scorings):
 
 
 def test_too_many_or_too_long_labels_are_refused(app, served, scorings):
+    import page_inputs  # space/page_inputs.py: the app fixture put space/ on sys.path
+
     demo, client = served
     path = wav(tmp_dir() / "clip.wav", 2.0)
     ten_thousand = "\n".join(f"label {i}" for i in range(10_000))
     cases = [
         (
             ten_thousand,
-            rf"The labels text is {len(ten_thousand)} characters long; the limit is {app.MAX_LABELS_TEXT_CHARS} "
-            rf"\({app.MAX_LABELS} labels",
+            rf"The labels text is {len(ten_thousand)} characters long; the limit is "
+            rf"{page_inputs.MAX_LABELS_TEXT_CHARS} \({page_inputs.MAX_LABELS} labels",
         ),
-        ("\n".join(f"l{i}" for i in range(150)), rf"Too many labels: 150 \(the limit is {app.MAX_LABELS}\)"),
+        ("\n".join(f"l{i}" for i in range(150)), rf"Too many labels: 150 \(the limit is {page_inputs.MAX_LABELS}\)"),
         ("happy\n" + "x" * 101, r"Labels must be at most 100 characters"),
     ]
     for text, message in cases:
