@@ -159,3 +159,17 @@ def tiny_model_dir(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("tiny_model")
     save_model_folder(tiny_model, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_onnx(tiny_model, tiny_model_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """(folder, info): a copy of `tiny_model_dir` with onnx/ exported into it (and the int8 variant where it
+    passes the accuracy bar), and the export's info. Do not modify it."""
+    import shutil
+
+    pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (pip install onnxscript)")
+    from meralign.onnx_export import export_onnx
+
+    folder = tmp_path_factory.mktemp("tiny_model_onnx") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    return folder, export_onnx(tiny_model, folder, quantized=True)

@@ -36,12 +36,9 @@ AUDIO_CASES = [  # (batch, samples, padded samples of the last row)
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_model, tiny_model_dir, tmp_path_factory):
-    """A copy of the saved tiny model folder with onnx/ exported into it (the shared folder stays as it was)."""
-    folder = tmp_path_factory.mktemp("onnx_model") / "model"
-    shutil.copytree(tiny_model_dir, folder)
-    info = export_onnx(tiny_model, folder, quantized=True)
-    return folder, info
+def exported(tiny_model_onnx):
+    """The saved tiny model folder with onnx/ exported into it (conftest's, shared with the Space's tests)."""
+    return tiny_model_onnx
 
 
 @pytest.fixture(scope="module")

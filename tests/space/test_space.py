@@ -11,7 +11,6 @@ import dataclasses
 import importlib.util
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -256,15 +255,10 @@ def test_missing_model_id_is_a_clear_error(app, monkeypatch):
         app.resolve_settings("org/m")
 
 
-def test_the_space_runs_the_fastest_backend_the_model_folder_offers(app, tiny_model, tiny_model_dir, tmp_path):
+def test_the_space_runs_the_fastest_backend_the_model_folder_offers(app, tiny_model_dir, tiny_model_onnx):
     """ONNX Runtime int8 where the export kept it (it passed the accuracy bar), else float32, else PyTorch."""
-    pytest.importorskip("onnxscript", reason="the ONNX export needs onnxscript")
-    from meralign.onnx_export import export_onnx
-
     assert app.load_fastest_pipeline(str(tiny_model_dir)).backend == "torch"  # no onnx/ in that folder
-    folder = tmp_path / "with_onnx"
-    shutil.copytree(tiny_model_dir, folder)
-    info = export_onnx(tiny_model, folder, quantized=True)
+    folder, info = tiny_model_onnx
     fastest = "onnx-quantized" if "quantized" in info["files"]["audio"] else "onnx"
     assert app.load_fastest_pipeline(str(folder)).backend == fastest
     assert app.load_fastest_pipeline(str(folder), backends=("onnx", "torch")).backend == "onnx"
