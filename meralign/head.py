@@ -24,6 +24,14 @@ HEAD_FIELDS = ("feature_layers", "pooling", "hypothesis_template", "label_space"
 CALIBRATION_FIELDS = ("logit_scale", "multilabel_scale", "multilabel_bias", "affect_calibration")
 
 
+def head_fields(args, feature_layers, label_space: dict | None, **overrides) -> dict:
+    """The HEAD_FIELDS of a training run: each is the `train.py fit` flag of the same name (`args`), except the
+    layers, which the feature cache decides, and the label space, resolved from its flag to the space itself."""
+    fields = {name: getattr(args, name) for name in HEAD_FIELDS if name not in ("feature_layers", "label_space")}
+    fields.update(feature_layers=list(feature_layers), label_space=label_space, **overrides)
+    return fields
+
+
 def build_head(fields: dict, hidden_size: int, projection_size: int) -> MERAlignHead:
     """A new (randomly initialised) head for `fields` (HEAD_FIELDS) over features `hidden_size` wide."""
     missing = [name for name in HEAD_FIELDS if name not in fields]

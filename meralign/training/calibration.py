@@ -28,7 +28,12 @@ def cosine_scores(
     """Cosine between projected segments and label embeddings, [n, V] (float64 numpy)."""
     if not len(features):
         return np.zeros((0, len(label_embeddings)))
-    return projected(head, features, batch_size) @ label_embeddings.double().numpy().T
+    return embedding_cosines(projected(head, features, batch_size), label_embeddings)
+
+
+def embedding_cosines(audio: np.ndarray, label_embeddings: torch.Tensor) -> np.ndarray:
+    """Cosine [n, V] (float64) between the head's audio embeddings (`projected`) and label embeddings."""
+    return audio @ label_embeddings.double().numpy().T
 
 
 def fit_calibration(cosines: list[np.ndarray], references: list[np.ndarray]) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from meralign.features.datasets import CacheDatasets
-from meralign.head import HEAD_FIELDS, build_head, save_head
+from meralign.head import build_head, head_fields, save_head
 from meralign.training.arguments import FitArguments
 from meralign.training.calibration import cosine_scores, fit_calibration
 
@@ -40,30 +40,26 @@ def fit_linear_baseline(args: FitArguments, datasets=None) -> dict:
     ]
     x, y, weights = _training_rows(data, vectors)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    fields = {name: getattr(args, name) for name in HEAD_FIELDS if name not in ("feature_layers", "label_space")}
-    fields.update(feature_layers=list(datasets.meta["feature_layers"]), label_space=label_space, head_type="linear")
+    fields = head_fields(args, datasets.meta["feature_layers"], label_space, head_type="linear")
     sizes = (int(datasets.meta["hidden_size"]), int(vectors[0].shape[1]))
+    references = [d.labels[d.rows("validation")].numpy().astype(float) for d in data]
     selection = {}
     for alpha in ALPHAS:
         head = _linear_head(fields, sizes, *_ridge((x - mean) / std, y, weights, alpha), mean, std)
+        cosines = [cosine_scores(head, d.features[d.rows("validation")], v) for d, v in zip(data, vectors)]
         f1 = [
-            multilabel_topk_metrics(
-                cosine_scores(head, d.features[d.rows("validation")], v),
-                d.labels[d.rows("validation")].numpy().astype(int),
-                top_k=d.vocabulary.top_k,
-            )["macro_f1"]
-            for d, v in zip(data, vectors)
+            multilabel_topk_metrics(c, r.astype(int), top_k=d.vocabulary.top_k)["macro_f1"]
+            for c, r, d in zip(cosines, references, data)
         ]
-        selection[alpha] = (float(np.mean(f1)), head)
+        selection[alpha] = (float(np.mean(f1)), head, cosines)
     alpha = max(selection, key=lambda a: selection[a][0])
-    head = selection[alpha][1]
-    cosines = [cosine_scores(head, d.features[d.rows("validation")], v) for d, v in zip(data, vectors)]
-    calibration = fit_calibration(cosines, [d.labels[d.rows("validation")].numpy().astype(float) for d in data])
+    _, head, cosines = selection[alpha]
+    calibration = fit_calibration(cosines, references)  # the chosen strength's validation cosines
     summary = {
         "model": "linear",
         "alpha": alpha,
         "best_val_macro_f1": selection[alpha][0],
-        "val_macro_f1_by_alpha": {str(a): f1 for a, (f1, _) in selection.items()},
+        "val_macro_f1_by_alpha": {str(a): f1 for a, (f1, *_) in selection.items()},
     }
     save_head(head, fields, sizes, args.output_dir, {**summary, **calibration, "train_datasets": names})
     Path(args.output_dir, "linear_selection.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -26,11 +26,17 @@ import torch
 
 from meralign.arguments import parse_args
 from meralign.features.datasets import CacheDatasets
-from meralign.head import HEAD_FIELDS, build_head, load_head, save_head
+from meralign.head import build_head, head_fields, load_head, save_head
 from meralign.losses import DatasetBatch, MERAlignLoss
 from meralign.runtime import make_accelerator
 from meralign.training.arguments import FitArguments
-from meralign.training.calibration import cosine_scores, fit_affect_calibration, fit_calibration, projected
+from meralign.training.calibration import (
+    cosine_scores,
+    embedding_cosines,
+    fit_affect_calibration,
+    fit_calibration,
+    projected,
+)
 from meralign.training.checkpoints import Checkpoints
 from meralign.training.curves import plot_curves
 
@@ -64,11 +70,7 @@ class Trainer:
         self.checkpoints = Checkpoints(self.output_dir, self.accelerator)
         self._prepare_targets()
         meta = self.datasets.meta
-        # the cache decides the layers; every other head field is a flag of the same name
-        self.fields = {
-            name: getattr(args, name) for name in HEAD_FIELDS if name not in ("feature_layers", "label_space")
-        }
-        self.fields.update(feature_layers=list(meta["feature_layers"]), label_space=self.label_space)
+        self.fields = head_fields(args, meta["feature_layers"], self.label_space)
         self.sizes = (int(meta["hidden_size"]), int(self.label_embeddings[0].shape[1]))
         torch.manual_seed(args.seed)
         head = build_head(self.fields, *self.sizes)
@@ -230,13 +232,11 @@ class Trainer:
         if not acc.is_main_process:
             return summary
         head, _ = load_head(self.output_dir / "best")
-        cosines = [
-            cosine_scores(head, d.features[d.rows("validation")], e) for d, e in zip(self.data, self.label_embeddings)
-        ]
+        audio = [projected(head, d.features[d.rows("validation")]) for d in self.data]  # once, for both fits
+        cosines = [embedding_cosines(a, e) for a, e in zip(audio, self.label_embeddings)]
         references = [d.labels[d.rows("validation")].numpy().astype(float) for d in self.data]
         calibration = fit_calibration(cosines, references)
         if self.label_space is not None:
-            audio = [projected(head, d.features[d.rows("validation")]) for d in self.data]
             calibration["affect_calibration"] = fit_affect_calibration(
                 audio, self.label_embeddings, references, self.label_space
             )
