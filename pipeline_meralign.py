@@ -111,14 +111,23 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     def __init__(self, *args, backend: str = "torch", **kwargs):
         check_backend(backend)  # before the model is wrapped: a typo fails fast
         super().__init__(*args, **kwargs)
-        self.backend = backend
-        # ONNX Runtime sessions of the model folder's onnx/ files, for "onnx" / "onnx-quantized" (onnx_meralign)
-        self._onnx = open_backend(backend, self.model)
         if self._batch_size is None:
             self._batch_size = DEFAULT_BATCH_SIZE  # segments of one file are batched too
         self._label_cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._audio_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self._audio_cache_size = AUDIO_CACHE_SIZE
+        self.use_backend(backend)
+
+    def use_backend(self, backend: str) -> None:
+        """Run the audio and label encoders on `backend` from now on ("torch", "onnx", "onnx-quantized").
+
+        The ONNX backends open the model folder's onnx/ files (onnx_meralign.open_backend); what that raises
+        (a missing file or onnxruntime, a file of another model) leaves the current backend in place. Both caches
+        are emptied: another backend's embeddings differ in the last digits."""
+        sessions = open_backend(backend, self.model)
+        self.backend, self._onnx = backend, sessions
+        self._label_cache.clear()
+        self._audio_cache.clear()
 
     # --------------------------------------------------------------------------------- parameters
     def _sanitize_parameters(

@@ -292,3 +292,19 @@ def test_quantised_backend_refused_on_cpus_without_int8_kernels(folder_model, mo
     with pytest.raises(ValueError, match="riscv64.*backend='onnx'"):
         _pipe(folder_model, "onnx-quantized")
     assert _pipe(folder_model, "onnx").backend == "onnx"  # float32 runs anywhere
+
+
+def test_switching_backend_empties_the_caches_and_a_failed_switch_keeps_the_current_one(folder_model, monkeypatch):
+    pipe = _pipe(folder_model, "torch")
+    clip = render_clip(["calm"], seed=2, seconds=10.0, sampling_rate=24_000)
+    torch_embeds, _ = pipe.recording_embeddings(clip)
+    pipe.label_embeddings(["calm"])
+    pipe.use_backend("onnx")
+    assert pipe.backend == "onnx" and not pipe._audio_cache and not pipe._label_cache
+    onnx_embeds, _ = pipe.recording_embeddings(clip)
+    assert not torch.equal(torch_embeds, onnx_embeds)  # computed again, by ONNX Runtime
+    assert float((torch_embeds * onnx_embeds).sum()) >= 0.9999
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match="pip install onnxruntime"):
+        pipe.use_backend("onnx-quantized")
+    assert pipe.backend == "onnx" and len(pipe._audio_cache) == 1  # unchanged
