@@ -213,7 +213,8 @@ def onnx_file_name(kind: str, variant: str = "fp32") -> str:
 class MERAlignONNX:
     """The two ONNX Runtime sessions of an exported MERAlign model folder, checked against its config.
 
-    `audio_variant` / `text_variant` pick `audio_model<suffix>.onnx` (see VARIANT_SUFFIXES). `config` defaults to
+    `audio_variant` / `text_variant` pick `audio_model<suffix>.onnx` (see VARIANT_SUFFIXES); `text_variant=None`
+    opens the audio model only (what checking an audio variant needs). `config` defaults to
     the folder's config.json (a dict, or an object with `to_dict()`, may be given instead). With
     `check_weights`, the fingerprint of the folder's safetensors (head and calibration tensors only, a few MB
     read) must match too, where the folder has them.
@@ -225,7 +226,7 @@ class MERAlignONNX:
         *,
         config=None,
         audio_variant: str = "fp32",
-        text_variant: str = "fp32",
+        text_variant: str | None = "fp32",
         graph_optimization_level: str = "all",
         intra_op_threads: int | None = None,
         memory_pattern: bool = False,
@@ -244,7 +245,9 @@ class MERAlignONNX:
             if weights is not None:
                 expected[METADATA_WEIGHTS_KEY] = weights
         self.sessions = {}
-        for kind, variant, inputs in (("audio", audio_variant, AUDIO_INPUTS), ("text", text_variant, TEXT_INPUTS)):
+        kinds = [("audio", audio_variant, AUDIO_INPUTS)]
+        kinds += [("text", text_variant, TEXT_INPUTS)] if text_variant is not None else []
+        for kind, variant, inputs in kinds:
             path = self.folder / ONNX_SUBFOLDER / onnx_file_name(kind, variant)
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: export it with meralign.onnx_export.export_onnx")
@@ -300,6 +303,8 @@ class MERAlignONNX:
 
     def label_embeddings(self, input_ids, attention_mask=None) -> np.ndarray:
         """L2-normalised label vectors [batch, projection_size] of tokenised label texts [batch, tokens]."""
+        if "text" not in self.sessions:
+            raise ValueError("this MERAlignONNX was opened with text_variant=None: it has no label encoder")
         ids, mask = _with_mask(input_ids, np.int64, attention_mask, "input_ids", "batch, tokens")
         return self.sessions["text"].run(None, {"input_ids": ids, "attention_mask": mask})[0]
 

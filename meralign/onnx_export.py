@@ -275,7 +275,9 @@ def quantized_cosine(model, folder) -> float:
         ]
     )
     embeds = [
-        MERAlignONNX(folder, config=config, audio_variant=variant, check_weights=False).audio_embeddings(clips)
+        MERAlignONNX(
+            folder, config=config, audio_variant=variant, text_variant=None, check_weights=False
+        ).audio_embeddings(clips)
         for variant in ("fp32", "quantized")
     ]
     return float(np.min(np.sum(embeds[0] * embeds[1], axis=1)))

@@ -308,3 +308,16 @@ def test_switching_backend_empties_the_caches_and_a_failed_switch_keeps_the_curr
     with pytest.raises(ImportError, match="pip install onnxruntime"):
         pipe.use_backend("onnx-quantized")
     assert pipe.backend == "onnx" and len(pipe._audio_cache) == 1  # unchanged
+
+
+def test_an_audio_only_export_checks_its_int8_variant_without_a_text_model(tiny_model, tmp_path):
+    """export_onnx(text=False, quantized=True): the accuracy check opens the two audio models only."""
+    folder = tmp_path / "audio_only"
+    save_model_folder(tiny_model, folder)
+    info = export_onnx(tiny_model, folder, text=False, quantized=True)
+    assert "text" not in info["files"] and not (folder / "onnx" / "text_model.onnx").exists()
+    assert "audio/quantized" in {**info.get("cosine_to_fp32", {}), **info.get("rejected", {})}
+    runtime = MERAlignONNX(folder, text_variant=None)
+    assert set(runtime.sessions) == {"audio"}
+    with pytest.raises(ValueError, match="text_variant=None"):
+        runtime.label_embeddings(np.ones((1, 3), np.int64))
