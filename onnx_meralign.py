@@ -82,7 +82,7 @@ TEXT_CONFIG_FIELDS = (
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 # The pipeline's `backend=` names -> the audio variant they run (None: PyTorch). The label encoder is always
 # float32: labels are few and cached, and int8 would only move their vectors.
-BACKENDS = {"torch": None, "onnx": "fp32", "onnx-quantized": "quantized"}
+BACKENDS = {"torch": None, "onnx": "fp32", "onnx-quantized": "quantized", "onnx-int8": "int8"}
 # ONNX Runtime's int8 MatMul kernels (MatMulInteger / DynamicQuantizeMatMul) are written for these CPUs.
 INT8_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")
 _TORCH_TO_SAFETENSORS_DTYPE = {

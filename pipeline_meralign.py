@@ -100,7 +100,8 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     result is a dict `{"labels", "scores"[, "valence", "arousal"][, "segments"]}`.
 
     `backend` (a constructor argument: `pipeline(..., backend="onnx")`): "torch" (default), "onnx" (the model
-    folder's onnx/ files through ONNX Runtime, float32) or "onnx-quantized" (its int8 audio model).
+    folder's onnx/ files through ONNX Runtime, float32), "onnx-quantized" (its dynamic int8 audio model) or
+    "onnx-int8" (its static int8 audio model, calibrated at export).
     """
 
     _load_processor = False
@@ -119,7 +120,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         self.use_backend(backend)
 
     def use_backend(self, backend: str) -> None:
-        """Run the audio and label encoders on `backend` from now on ("torch", "onnx", "onnx-quantized").
+        """Run the audio and label encoders on `backend` from now on (a name of onnx_meralign.BACKENDS).
 
         The ONNX backends open the model folder's onnx/ files (onnx_meralign.open_backend); what that raises
         (a missing file or onnxruntime, a file of another model) leaves the current backend in place. Both caches
@@ -259,7 +260,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         missing = [key for key in dict.fromkeys(keys) if key not in cache]
         if missing:
             rows = [keys.index(key) for key in missing]
-            for key, embed in zip(missing, self._run_audio_tower(input_values[rows], valid[rows])):
+            for key, embed in zip(missing, self.encode_segments(input_values[rows], valid[rows])):
                 cache[key] = embed
         out = torch.stack([cache[key] for key in keys])
         for key in keys:
@@ -268,7 +269,9 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
             cache.popitem(last=False)
         return out
 
-    def _run_audio_tower(self, input_values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    @torch.inference_mode()
+    def encode_segments(self, input_values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The audio encoder of the current backend on segments [batch, samples], bypassing the cache."""
         device = self.model.device
         mask = (torch.arange(input_values.shape[-1], device=device) < valid.to(device).reshape(-1, 1)).long()
         if self._onnx is not None:

@@ -49,12 +49,8 @@ REFERENCE = "ort_fp32_all"
 # --------------------------------------------------------------------------------------------- the files
 def prepare_files(work: Path, model, early_model, calibration: list[dict]) -> dict:
     """Export and quantise once into `work` (reused when present: delete the folder after changing the model)."""
-    from meralign.onnx_export import (
-        export_onnx,
-        nodes_reading,
-        quantize_dynamic_int8,
-        quantize_static_int8,
-    )
+    from meralign.onnx_export import export_onnx
+    from meralign.onnx_quantize import FIRST_CONV, nodes_reading, quantize_dynamic_int8, quantize_static_int8
 
     files = {}
     for name, source, kwargs in (
@@ -68,7 +64,7 @@ def prepare_files(work: Path, model, early_model, calibration: list[dict]) -> di
             export_onnx(source, folder, text=name == "fp32", **kwargs)
         files[name] = folder / "onnx" / "audio_model.onnx"
     fp32 = files["fp32"]
-    first_conv = nodes_reading(fp32, ["conv_layers.0."])
+    first_conv = nodes_reading(fp32, [FIRST_CONV])
     recipes = {  # name: (quantiser, its options); the first conv (1 input channel, raw waveform) stays float
         "dynamic_int8": (quantize_dynamic_int8, {}),
         "dynamic_int8_per_channel": (quantize_dynamic_int8, {"per_channel": True}),

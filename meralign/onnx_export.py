@@ -22,7 +22,6 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +34,7 @@ from onnx_meralign import (
     ONNX_SUBFOLDER,
     TEXT_INPUTS,
     TOWER_PREFIXES,
+    VARIANT_SUFFIXES,
     config_fingerprint,
     onnx_file_name,
     tensors_fingerprint,
@@ -48,9 +48,6 @@ TORCHSCRIPT_OPSET = 17
 MAX_EXPORT_BATCH = 1 << 16
 TEXT_MAX_LENGTH = 256  # the pipeline's label truncation (all-MiniLM-L6-v2's max_seq_length)
 INFO_FORMAT_VERSION = 1
-# A quantised variant ships only when its embeddings stay this close (cosine, worst clip) to the float32 graph's
-QUANTIZED_MIN_COSINE = 0.999
-CHECK_CLIPS = (["joyful"], ["sad"], ["angry", "tense"], ["calm"], ["tender", "sad"], ["powerful"])
 
 
 class AudioEncoder(nn.Module):
@@ -211,13 +208,15 @@ def export_onnx(
     dummy_seconds: float = 1.0,
     text: bool = True,
     quantized: bool = False,
+    calibration_audio=None,
 ) -> dict:
     """Write `folder/onnx/audio_model.onnx`, `text_model.onnx` (unless `text=False`) and `meralign_onnx.json`.
 
-    `quantized` also writes `audio_model_quantized.onnx`: dynamic int8 MatMuls, per-channel weights, the int8
-    variant that needs no calibration data (see benchmarks/onnx_cpu.py for its speed and accuracy). It is kept
-    only when its embeddings of synthetic music clips stay within QUANTIZED_MIN_COSINE of float32's; the cosine
-    (or the rejection) is recorded in the JSON.
+    `quantized` also writes `audio_model_quantized.onnx` (dynamic int8, needs no data); `calibration_audio`
+    (1-D float arrays at the model's sampling rate: training audio, never the audio you evaluate on) also
+    writes `audio_model_int8.onnx` (static int8, activation ranges calibrated on it). Each quantised variant is
+    kept only when it passes the accuracy bar of meralign.onnx_quantize; its cosine (or the rejection) is
+    recorded in the JSON.
     Returns the info written to the JSON. The model is exported in eval mode and float32, whatever it was
     (and put back as it was). The JSON holds what a client needs besides the graphs: the fingerprint, the
     calibration (logit_scale, multilabel_scale/bias), sampling rate, segment length and the minimum number of
@@ -227,6 +226,9 @@ def export_onnx(
         raise ValueError("export the float32 model: a model quantised with quantize_for_cpu() has packed int8 weights")
     out = Path(folder) / ONNX_SUBFOLDER
     out.mkdir(parents=True, exist_ok=True)
+    for variant in VARIANT_SUFFIXES:  # a variant of an earlier export is not listed in the new JSON: remove it
+        if variant != "fp32":
+            (out / onnx_file_name("audio", variant)).unlink(missing_ok=True)
     fingerprint = model_fingerprint(model)
     opset = opset or (DYNAMO_OPSET if dynamo else TORCHSCRIPT_OPSET)
     stamp = {"meralign.exporter": "dynamo" if dynamo else "torchscript", "meralign.torch_version": torch.__version__}
@@ -241,59 +243,30 @@ def export_onnx(
         model.to(dtype).train(was_training)
     for kind in ("audio", "text") if text else ("audio",):
         _stamp(out / onnx_file_name(kind), fingerprint, stamp)
-    _write_info(folder, _info(model, fingerprint, opset, dynamo, text))
-    if quantized:
+    write_info(folder, _info(model, fingerprint, opset, dynamo, text))
+    if quantized or calibration_audio is not None:
+        from meralign.onnx_quantize import add_dynamic_int8, add_static_int8
+
         with _quiet_exporters():
-            _add_quantized_audio(model, folder)
-    return _read_info(folder)
+            if quantized:
+                add_dynamic_int8(model, folder)
+            if calibration_audio is not None:
+                add_static_int8(model, folder, calibration_audio)
+    return read_info(folder)
 
 
-def _add_quantized_audio(model, folder) -> None:
-    out = Path(folder) / ONNX_SUBFOLDER
-    target = out / onnx_file_name("audio", "quantized")
-    quantize_dynamic_int8(out / onnx_file_name("audio"), target, per_channel=True)
-    cosine = quantized_cosine(model, folder)
-    if cosine < QUANTIZED_MIN_COSINE:
-        target.unlink()
-        _record(folder, "rejected", {"audio/quantized": f"cosine to float32 {cosine:.5f} < {QUANTIZED_MIN_COSINE}"})
-        return
-    add_variant(folder, "audio", "quantized", "quantize_dynamic: int8 MatMul weights, per-channel")
-    _record(folder, "cosine_to_fp32", {"audio/quantized": round(cosine, 6)})
-
-
-def quantized_cosine(model, folder) -> float:
-    """The worst cosine between the quantised and the float32 audio graph's embeddings of CHECK_CLIPS (one
-    segment of synthetic music each, at the model's segment length)."""
-    from meralign.data.synthetic.render import render_clip
-    from onnx_meralign import MERAlignONNX
-
-    config = model.config
-    clips = np.stack(
-        [
-            render_clip(e, seed=i, seconds=config.segment_seconds, sampling_rate=config.sampling_rate)
-            for i, e in enumerate(CHECK_CLIPS)
-        ]
-    )
-    embeds = [
-        MERAlignONNX(
-            folder, config=config, audio_variant=variant, text_variant=None, check_weights=False
-        ).audio_embeddings(clips)
-        for variant in ("fp32", "quantized")
-    ]
-    return float(np.min(np.sum(embeds[0] * embeds[1], axis=1)))
-
-
-def _record(folder, key: str, entries: dict) -> None:
-    info = _read_info(folder)
+def record_info(folder, key: str, entries: dict) -> None:
+    """Merge `entries` into meralign_onnx.json's `key` section."""
+    info = read_info(folder)
     info.setdefault(key, {}).update(entries)
-    _write_info(folder, info)
+    write_info(folder, info)
 
 
-def _read_info(folder) -> dict:
+def read_info(folder) -> dict:
     return json.loads((Path(folder) / ONNX_SUBFOLDER / INFO_FILE).read_text(encoding="utf-8"))
 
 
-def _write_info(folder, info: dict) -> None:
+def write_info(folder, info: dict) -> None:
     """Atomically: a reader (or a kill) never sees half a JSON file."""
     path = Path(folder) / ONNX_SUBFOLDER / INFO_FILE
     partial = path.with_suffix(".json.partial")
@@ -349,88 +322,3 @@ def _info(model, fingerprint: dict, opset: int, dynamo: bool, text: bool) -> dic
             "torch": torch.__version__,
         },
     }
-
-
-# ----------------------------------------------------------------------------------------- quantising
-class _Batches:
-    """onnxruntime's CalibrationDataReader protocol over a list of feed dicts."""
-
-    def __init__(self, feeds: list[dict]):
-        self._feeds = iter(feeds)
-
-    def get_next(self):
-        return next(self._feeds, None)
-
-    def rewind(self):  # pragma: no cover - called by some calibrators only
-        pass
-
-
-def quantize_dynamic_int8(source, target, *, per_channel: bool = False, op_types=("MatMul",)) -> Path:
-    """Dynamic int8 (int8 weights, activations quantised per call): the variant that needs no calibration.
-
-    MatMul only by default: ORT's dynamic Conv (ConvInteger) has no fast kernel on x86, so the conv front end
-    stays float. The fingerprint in metadata_props is carried over by the quantiser."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        op_types_to_quantize=list(op_types),
-        per_channel=per_channel,
-        weight_type=QuantType.QInt8,
-    )
-    return Path(target)
-
-
-def quantize_static_int8(
-    source,
-    target,
-    calibration: list[dict],
-    *,
-    quant_format: str = "QDQ",
-    per_channel: bool = True,
-    op_types=("MatMul", "Conv"),
-    reduce_range: bool = False,
-    exclude=(),
-    calibrate_method: str = "MinMax",
-) -> Path:
-    """Static int8 (activation ranges calibrated on `calibration` feeds, MinMax), in QDQ or QOperator format.
-
-    QuantType: uint8 activations and int8 weights (ORT's fast U8S8 path on AVX2 CPUs). `reduce_range` uses
-    7-bit weights, which avoids int16 saturation in the U8S8 kernels of CPUs without VNNI."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    formats = {"QDQ": QuantFormat.QDQ, "QOperator": QuantFormat.QOperator}
-    if quant_format not in formats:
-        raise ValueError(f"quant_format must be one of {tuple(formats)}, got {quant_format!r}")
-    quantize_static(
-        str(source),
-        str(target),
-        _Batches(calibration),
-        quant_format=formats[quant_format],
-        op_types_to_quantize=list(op_types),
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(exclude),
-        calibrate_method=getattr(CalibrationMethod, calibrate_method),
-    )
-    return Path(target)
-
-
-def nodes_reading(path, weight_substrings) -> list[str]:
-    """Names of the nodes of an ONNX file with an input whose name contains one of `weight_substrings`
-    (e.g. "conv_layers.0." picks the first conv): what `quantize_static_int8(exclude=...)` takes."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return [node.name for node in graph.node if any(s in name for name in node.input for s in weight_substrings)]
-
-
-def add_variant(folder, kind: str, variant: str, how: str) -> None:
-    """Record a variant written as onnx/<kind>_model<suffix>.onnx (and how it was made) in meralign_onnx.json."""
-    info = _read_info(folder)
-    info["files"].setdefault(kind, {})[variant] = onnx_file_name(kind, variant)
-    info.setdefault("variants", {})[f"{kind}/{variant}"] = how
-    _write_info(folder, info)

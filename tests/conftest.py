@@ -163,13 +163,19 @@ def tiny_model_dir(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture(scope="session")
 def tiny_model_onnx(tiny_model, tiny_model_dir, tmp_path_factory) -> tuple[Path, dict]:
-    """(folder, info): a copy of `tiny_model_dir` with onnx/ exported into it (and the int8 variant where it
-    passes the accuracy bar), and the export's info. Do not modify it."""
+    """(folder, info): a copy of `tiny_model_dir` with onnx/ exported into it (and the dynamic and static int8
+    variants where they pass the accuracy bar; the static one calibrated on two synthetic clips, which
+    CHECK_CLIPS do not share), and the export's info. Do not modify it."""
     import shutil
 
     pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (pip install onnxscript)")
+    from meralign.data.synthetic.render import render_clip
     from meralign.onnx_export import export_onnx
 
     folder = tmp_path_factory.mktemp("tiny_model_onnx") / "model"
     shutil.copytree(tiny_model_dir, folder)
-    return folder, export_onnx(tiny_model, folder, quantized=True)
+    rate = tiny_model.config.sampling_rate
+    calibration = [
+        render_clip(e, seed=50 + i, seconds=12.0, sampling_rate=rate) for i, e in enumerate([["joyful"], ["sad"]])
+    ]
+    return folder, export_onnx(tiny_model, folder, quantized=True, calibration_audio=calibration)

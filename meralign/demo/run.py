@@ -167,9 +167,24 @@ def final_model(args: DemoArguments, seed: int, out: Path, fit_args, datasets, b
         alignment_dir=out,
         results=protocol_json,
         repo_id="your-org/meralign-demo-tiny-random",
+        calibration_audio=calibration_tracks(out, seed),
     )
     track = held_out_tracks(out, seed)[0]
     return {"affect": affect, "pipeline_example": classify_example(model_dir, track, SYNTHETIC["everyday-1"], out)}
+
+
+def calibration_tracks(out: Path, seed: int, per_dataset: int = 3) -> list[str]:
+    """Audio that calibrates the static int8 model: the first training-split tracks of each training dataset."""
+    from meralign.data.adapters.manifest import load_manifest
+    from meralign.data.synthetic.corpus import manifest_path
+    from meralign.vocabularies import SYNTHETIC, SYNTHETIC_TRAINING
+
+    corpus = out / f"corpus-seed{seed}"
+    tracks = []
+    for name in SYNTHETIC_TRAINING:
+        train = [t for t in load_manifest(manifest_path(corpus, name), SYNTHETIC[name]) if t.split == "train"]
+        tracks += [t.audio for t in train[:per_dataset]]
+    return tracks
 
 
 def held_out_tracks(out: Path, seed: int):

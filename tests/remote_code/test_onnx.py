@@ -154,13 +154,24 @@ def test_torchscript_exporter_fallback_matches(tiny_model, tmp_path):
     assert np.abs(got - expected).max() < 1e-5
 
 
-def test_dynamic_int8_variant_keeps_fingerprint_and_direction(exported, runtime):
-    """export_onnx(quantized=True): audio_model_quantized.onnx, listed in the JSON, fingerprinted, close to fp32."""
+@pytest.mark.parametrize(
+    ("variant", "int8_ops"),
+    [("quantized", {"MatMulInteger", "DynamicQuantizeMatMul"}), ("int8", {"QLinearMatMul", "QLinearConv"})],
+)
+def test_int8_variants_keep_fingerprint_and_direction(exported, runtime, variant, int8_ops):
+    """export_onnx(quantized=True, calibration_audio=...): audio_model_quantized.onnx (dynamic) and
+    audio_model_int8.onnx (static), listed in the JSON with their cosine, fingerprinted, close to float32."""
     folder, info = exported
-    assert info["files"]["audio"] == {"fp32": "audio_model.onnx", "quantized": "audio_model_quantized.onnx"}
-    quantized = MERAlignONNX(folder, audio_variant="quantized")  # passes the fingerprint check
-    graph = onnx.load(str(folder / "onnx" / "audio_model_quantized.onnx"), load_external_data=False).graph
-    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)
+    assert info["files"]["audio"] == {
+        "fp32": "audio_model.onnx",
+        "quantized": "audio_model_quantized.onnx",
+        "int8": "audio_model_int8.onnx",
+    }
+    assert info["cosine_to_fp32"][f"audio/{variant}"] >= 0.999 and "rejected" not in info
+    quantized = MERAlignONNX(folder, audio_variant=variant)  # passes the fingerprint check
+    graph = onnx.load(str(folder / "onnx" / f"audio_model_{variant}.onnx"), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    assert ops & int8_ops if variant == "quantized" else int8_ops <= ops  # dynamic: either MatMul kernel
     values, mask = _audio(2, 24_000, 8_000)
     cosine = np.sum(
         quantized.audio_embeddings(values.numpy(), mask.numpy())
@@ -181,8 +192,8 @@ def test_session_options_and_argument_errors(exported, runtime):
         runtime.audio_embeddings(np.zeros(24_000, np.float32))
     with pytest.raises(ValueError, match="attention_mask must have the shape"):
         runtime.audio_embeddings(np.zeros((1, 800), np.float32), np.ones((1, 400), np.int64))
-    with pytest.raises(FileNotFoundError, match="audio_model_int8.onnx not found"):
-        MERAlignONNX(exported[0], audio_variant="int8")
+    with pytest.raises(FileNotFoundError, match="audio_model_uint8.onnx not found"):
+        MERAlignONNX(exported[0], audio_variant="uint8")
 
 
 def test_missing_onnxruntime_is_a_clear_import_error(exported, monkeypatch):
@@ -258,7 +269,9 @@ def _pipe(folder_model, backend):
     )
 
 
-@pytest.mark.parametrize(("backend", "min_cosine"), [("onnx", 0.9999), ("onnx-quantized", 0.999)])
+@pytest.mark.parametrize(
+    ("backend", "min_cosine"), [("onnx", 0.9999), ("onnx-quantized", 0.999), ("onnx-int8", 0.999)]
+)
 def test_pipeline_backend_scores_like_pytorch(folder_model, backend, min_cosine):
     """Real-shaped input (synthetic music, 26 s: two full 10 s segments and a padded last one), both backends."""
     clip = render_clip(["joyful", "tense"], seed=1, seconds=26.0, sampling_rate=24_000)
@@ -316,8 +329,49 @@ def test_an_audio_only_export_checks_its_int8_variant_without_a_text_model(tiny_
     save_model_folder(tiny_model, folder)
     info = export_onnx(tiny_model, folder, text=False, quantized=True)
     assert "text" not in info["files"] and not (folder / "onnx" / "text_model.onnx").exists()
-    assert "audio/quantized" in {**info.get("cosine_to_fp32", {}), **info.get("rejected", {})}
+    assert info["cosine_to_fp32"]["audio/quantized"] >= 0.999  # the tiny model passes the bar
     runtime = MERAlignONNX(folder, text_variant=None)
     assert set(runtime.sessions) == {"audio"}
     with pytest.raises(ValueError, match="text_variant=None"):
         runtime.label_embeddings(np.ones((1, 3), np.int64))
+
+
+def test_a_variant_below_the_accuracy_bar_is_deleted_and_its_rejection_recorded(tiny_model, tmp_path, monkeypatch):
+    """Both int8 variants fail a bar no int8 graph reaches: neither file ships, the JSON says why. A later export
+    also removes variant files an earlier one left."""
+    from meralign import onnx_quantize
+
+    folder = tmp_path / "model"
+    save_model_folder(tiny_model, folder)
+    export_onnx(tiny_model, folder, text=False, quantized=True)
+    assert (folder / "onnx" / "audio_model_quantized.onnx").is_file()
+    monkeypatch.setattr(onnx_quantize, "QUANTIZED_MIN_COSINE", 1.5)
+    clip = render_clip(["calm"], seed=60, seconds=5.0, sampling_rate=tiny_model.config.sampling_rate)
+    info = export_onnx(tiny_model, folder, text=False, quantized=True, calibration_audio=[clip])
+    assert info["files"]["audio"] == {"fp32": "audio_model.onnx"}
+    assert set(info["rejected"]) == {"audio/quantized", "audio/int8"}
+    assert "< 1.5" in info["rejected"]["audio/int8"]
+    assert sorted(p.name for p in (folder / "onnx").glob("audio_model*.onnx")) == ["audio_model.onnx"]
+
+
+def test_calibration_feeds_are_whole_segments_spread_over_the_clips(tiny_model):
+    from meralign.onnx_quantize import calibration_feeds
+
+    config = tiny_model.config
+    segment = int(config.segment_seconds * config.sampling_rate)
+    clips = [np.full(int(2.5 * segment), i, np.float32) for i in range(3)]  # 2 whole segments each
+    feeds = calibration_feeds(clips + [np.zeros(segment // 3, np.float32)], config, max_segments=4)
+    assert [f["input_values"].shape for f in feeds] == [(1, segment)] * 3 + [(1, segment // 3)]
+    assert [float(f["input_values"][0, 0]) for f in feeds[:3]] == [0.0, 1.0, 2.0]  # spread: clips 0, 1, 2
+    assert all(f["attention_mask"].all() and f["attention_mask"].dtype == np.int64 for f in feeds)
+    for bad, match in (
+        ([], "non-empty list"),
+        (np.zeros(segment, np.float32), "non-empty list"),
+        ([np.zeros((2, segment), np.float32)], r"calibration_audio\[0\] must be a finite 1-D"),
+        ([np.zeros(segment), np.zeros(10)], r"calibration_audio\[1\].*at least"),
+        ([np.full(segment, np.nan)], "finite"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            calibration_feeds(bad, config)
+    with pytest.raises(ValueError, match="max_segments"):
+        calibration_feeds(clips, config, max_segments=0)

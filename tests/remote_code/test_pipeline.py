@@ -707,9 +707,9 @@ def test_silent_and_very_short_audio_give_valid_scores(pipe, name, source):
 # -------------------------------------------------------------------------------- audio-embedding cache
 def counting_tower(monkeypatch, pipe) -> list[int]:
     """Count the segments the audio tower runs on (the cache's whole point is that it often runs on none)."""
-    calls, real = [], pipe._run_audio_tower
+    calls, real = [], pipe.encode_segments
     monkeypatch.setattr(
-        pipe, "_run_audio_tower", lambda values, valid: calls.append(len(values)) or real(values, valid)
+        pipe, "encode_segments", lambda values, valid: calls.append(len(values)) or real(values, valid)
     )
     return calls
 
