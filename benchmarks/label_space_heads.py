@@ -1,0 +1,93 @@
+"""The head trained into a label space, on the demo's cached corpora: what docs/label-space.md's 3-seed table reports.
+
+    make demo                                                     # the corpora and caches, once
+    python benchmarks/label_space_heads.py default '{}'
+    python benchmarks/label_space_heads.py ens_w2 '{"label_space": "recipe.json", "regularizer": "none"}'
+
+For each seed: the leave-one-dataset-out protocol (head and ridge baseline) and a final model on all three
+training datasets, with the demo's training settings and the given FitArguments overrides. Prints one line per
+seed (validation F1, zero-shot mean and worst, scores under 2x chance, scores behind the ridge baseline,
+in-domain mean, valence and arousal Spearman on the held-out tracks) and writes
+benchmarks/results/label_space_heads/<name>.json. Recipes: a JSON label-space recipe like
+meralign/alignment/label_space_affect.json with other `factors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).absolute().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def seed_scores(name: str, seed: int, overrides: dict, demo_dir: Path, work: Path) -> dict:
+    from meralign.data.synthetic.cues import EMOTION_AFFECT
+    from meralign.evaluation.affect import affect_agreement
+    from meralign.evaluation.protocol import ProtocolArguments, run_protocol
+    from meralign.evaluation.records import read_settings
+    from meralign.features.datasets import CacheDatasets
+    from meralign.head import load_head
+    from meralign.training.arguments import FitArguments
+    from meralign.training.trainer import fit
+    from meralign.vocabularies import SYNTHETIC, SYNTHETIC_TRAINING, SYNTHETIC_ZERO_SHOT
+
+    cache = demo_dir / f"cache-seed{seed}-200x6s-seg3s"
+    datasets = CacheDatasets(cache)
+    demo_settings = dict(batch_size=32, learning_rate=1e-3, max_epochs=60, patience=12, head_hidden_size=256)
+    args = FitArguments(cache_dir=str(cache), output_dir="", seed=seed, progress=False, **demo_settings, **overrides)
+    run_dir = work / name / f"seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    protocol = ProtocolArguments(datasets=list(SYNTHETIC_TRAINING), zero_shot_datasets=list(SYNTHETIC_ZERO_SHOT))
+    records = read_settings(run_protocol(replace(args, output_dir=str(run_dir)), protocol, datasets))
+    heads = [p for p in sorted(run_dir.glob("heldout-*")) if not p.name.endswith("-linear")]
+    val = [load_head(p)[1]["best_val_macro_f1"] for p in heads]
+    f1 = lambda r: r.metrics["segment"]["macro_f1"]  # noqa: E731
+    linear = {(tuple(r.train), r.test): f1(r) for r in records if r.extra.get("model") == "linear"}
+    head = [r for r in records if r.extra.get("model") == "head"]
+    zero_shot = [(r, r.baselines("segment", "macro_f1")["random_topk"]) for r in head if r.kind == "zero-shot"]
+    final = run_dir / "final"
+    fit(replace(args, output_dir=str(final), train_datasets=list(SYNTHETIC_TRAINING)), datasets)
+    model, saved = load_head(final)
+    held_out = datasets.get("synth-zeroshot", SYNTHETIC["synth-zeroshot"], saved["pooling"])
+    affect = affect_agreement(model, saved, held_out, EMOTION_AFFECT) if saved.get("affect_calibration") else {}
+    return {
+        "val": float(np.mean(val)),
+        "zero_shot_mean": float(np.mean([f1(r) for r, _ in zero_shot])),
+        "everyday_min": float(min(f1(r) for r, _ in zero_shot if r.test.startswith("everyday"))),
+        "worst_over_chance": float(min(f1(r) / c for r, c in zero_shot)),
+        "below_2x_chance": sum(f1(r) < 2 * c for r, c in zero_shot),
+        "behind_ridge": sum(f1(r) <= linear.get((tuple(r.train), r.test), -1) for r, _ in zero_shot),
+        "in_domain": float(np.mean([f1(r) for r in head if r.kind == "in-domain"])),
+        **{axis: affect[axis]["spearman"] for axis in affect},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("overrides", help="FitArguments fields as JSON, e.g. '{\"regularizer\": \"none\"}'")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--demo-dir", type=Path, default=ROOT / "outputs" / "demo")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "meralign_label_space_heads")
+    args = parser.parse_args(argv)
+    overrides = json.loads(args.overrides)
+    result = {}
+    for seed in args.seeds:
+        result[seed] = seed_scores(args.name, seed, overrides, args.demo_dir, args.work_dir)
+        print(args.name, seed, json.dumps({k: round(v, 3) for k, v in result[seed].items()}), flush=True)
+    out = ROOT / "benchmarks" / "results" / "label_space_heads" / f"{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"overrides": overrides, "seeds": result}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
