@@ -73,7 +73,7 @@ def seed_scores(name: str, seed: int, overrides: dict, demo_dir: Path, work: Pat
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
-    parser.add_argument("overrides", help="FitArguments fields as JSON, e.g. '{\"regularizer\": \"none\"}'")
+    parser.add_argument("overrides", help='FitArguments fields as JSON, e.g. \'{"regularizer": "none"}\'')
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--demo-dir", type=Path, default=ROOT / "outputs" / "demo")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "meralign_label_space_heads")
