@@ -7,12 +7,12 @@
   on every call. Needs no data.
 - `int8` (backend "onnx-int8"): static int8 in ONNX Runtime's QOperator format. MatMuls and convolutions take
   int8 weights and uint8 activations whose ranges were calibrated (MinMax) on the given audio. Three
-  convolutions stay float (FLOAT_CONVS): the first, which reads the raw waveform through one input channel,
-  and the last two, whose outputs feed the tower's layer norm (1% of the arithmetic; quantised, they moved a
-  MERT-95M-shaped tower's embeddings from cosine 0.9993 to 0.9988 of float32, under the bar).
+  convolutions stay float (`float_convs`): the first, which reads the raw waveform through one input channel,
+  and the last two, nearest the transformer (1% of the arithmetic; quantised, they moved a MERT-95M-shaped
+  tower's embeddings from cosine 0.9993 to 0.9988 of float32, under the bar).
 
-The accuracy bar: the worst cosine, over CHECK_CLIPS (synthetic music, never part of any calibration set
-the project passes), between the variant's embeddings and the float32 graph's must be at least
+The accuracy bar: the worst cosine, over CHECK_CLIPS (synthetic music rendered with seeds that none of the
+project's calibration sets use), between the variant's embeddings and the float32 graph's must be at least
 QUANTIZED_MIN_COSINE. A variant that fails is deleted and the reason recorded in meralign_onnx.json.
 """
 
