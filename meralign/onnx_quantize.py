@@ -12,8 +12,9 @@
   tower's embeddings from cosine 0.9993 to 0.9988 of float32, under the bar).
 
 The accuracy bar: the worst cosine, over CHECK_CLIPS (synthetic music rendered with seeds that none of the
-project's calibration sets use), between the variant's embeddings and the float32 graph's must be at least
-QUANTIZED_MIN_COSINE. A variant that fails is deleted and the reason recorded in meralign_onnx.json.
+project's calibration sets use) and, for the static model, the segments of the calibration audio it was not
+calibrated on, between the variant's embeddings and the float32 graph's must be at least QUANTIZED_MIN_COSINE.
+A variant that fails is deleted and the reason recorded in meralign_onnx.json.
 """
 
 from __future__ import annotations
@@ -47,14 +48,16 @@ def add_dynamic_int8(model, folder) -> bool:
 
 
 def add_static_int8(model, folder, calibration_audio, max_segments: int = MAX_CALIBRATION_SEGMENTS) -> bool:
-    """Write `audio_model_int8.onnx`, calibrated on `calibration_audio`; True if it passed the accuracy bar."""
-    feeds = calibration_feeds(calibration_audio, model.config, max_segments)
+    """Write `audio_model_int8.onnx`, calibrated on `calibration_audio`; True if it passed the accuracy bar,
+    checked on CHECK_CLIPS and on the segments of `calibration_audio` that calibration did not use."""
+    feeds, check = calibration_split(calibration_audio, model.config, max_segments)
     out = Path(folder) / ONNX_SUBFOLDER
     source, target = out / onnx_file_name("audio"), out / onnx_file_name("audio", "int8")
     exclude = nodes_reading(source, float_convs(model.config.audio_config))
     quantize_static_int8(source, target, feeds, quant_format="QOperator", exclude=exclude)
     _carry_metadata(source, target)
-    return _keep_if_accurate(model, folder, "int8", STATIC_RECIPE.format(n=len(feeds)))
+    how = STATIC_RECIPE.format(n=len(feeds)) + f"; checked on {len(check)} held-out segments of that audio too"
+    return _keep_if_accurate(model, folder, "int8", how, check)
 
 
 def float_convs(audio_config) -> list[str]:
@@ -64,15 +67,26 @@ def float_convs(audio_config) -> list[str]:
     return sorted({f"conv_layers.{i}." for i in (0, last - 1, last) if i >= 0})
 
 
-def calibration_feeds(calibration_audio, config, max_segments: int = MAX_CALIBRATION_SEGMENTS) -> list[dict]:
-    """The audio graph's feeds for calibration: whole segments (the model's segment length) of the clips, at
-    most `max_segments`, spread evenly over all of them. A clip shorter than a segment is one feed as it is."""
+def calibration_split(
+    calibration_audio, config, max_segments: int = MAX_CALIBRATION_SEGMENTS
+) -> tuple[list[dict], list[np.ndarray]]:
+    """(feeds, check segments) from the clips cut into whole segments (the model's segment length; a clip
+    shorter than a segment is one segment as it is): at most `max_segments` feeds for calibration, spread
+    evenly over all segments, and at most `max_segments` of the others, spread evenly, for the accuracy check."""
+    if not isinstance(max_segments, int) or max_segments < 1:
+        raise ValueError(f"max_segments must be a positive integer, got {max_segments!r}")
+    pieces = _segments(calibration_audio, config)
+    chosen = _evenly(len(pieces), max_segments)
+    rest = [k for k in range(len(pieces)) if k not in chosen]
+    feeds = [dict(zip(AUDIO_INPUTS, (pieces[k][None], np.ones((1, len(pieces[k])), dtype=np.int64)))) for k in chosen]
+    return feeds, [pieces[rest[j]] for j in _evenly(len(rest), max_segments)]
+
+
+def _segments(calibration_audio, config) -> list[np.ndarray]:
     from audio_meralign import receptive_field
 
     if isinstance(calibration_audio, np.ndarray) or not len(calibration_audio):
         raise ValueError("calibration_audio must be a non-empty list of 1-D float waveforms")
-    if not isinstance(max_segments, int) or max_segments < 1:
-        raise ValueError(f"max_segments must be a positive integer, got {max_segments!r}")
     segment, shortest = int(config.segment_seconds * config.sampling_rate), receptive_field(config.audio_config)
     pieces = []
     for i, clip in enumerate(calibration_audio):
@@ -82,15 +96,18 @@ def calibration_feeds(calibration_audio, config, max_segments: int = MAX_CALIBRA
                 f"calibration_audio[{i}] must be a finite 1-D waveform of at least {shortest} samples at "
                 f"{config.sampling_rate} Hz, got shape {clip.shape}"
             )
-        whole = max(1, len(clip) // segment)
-        pieces += [clip[k * segment : (k + 1) * segment] for k in range(whole)]
-    chosen = np.unique(np.linspace(0, len(pieces) - 1, min(max_segments, len(pieces))).round().astype(int))
-    return [dict(zip(AUDIO_INPUTS, (pieces[k][None], np.ones((1, len(pieces[k])), dtype=np.int64)))) for k in chosen]
+        pieces += [clip[k * segment : (k + 1) * segment] for k in range(max(1, len(clip) // segment))]
+    return pieces
 
 
-def variant_cosine(model, folder, variant: str) -> float:
+def _evenly(n: int, k: int) -> list[int]:
+    """At most k of range(n), spread evenly, first and last included."""
+    return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist())) if n else []
+
+
+def variant_cosine(model, folder, variant: str, check_segments=()) -> float:
     """The worst cosine between the `variant` and the float32 audio graph's embeddings of CHECK_CLIPS (one
-    segment of synthetic music each, at the model's segment length)."""
+    segment of synthetic music each, at the model's segment length) and of `check_segments` (waveforms)."""
     from meralign.data.synthetic.render import render_clip
     from onnx_meralign import MERAlignONNX
 
@@ -101,18 +118,20 @@ def variant_cosine(model, folder, variant: str) -> float:
             for i, e in enumerate(CHECK_CLIPS)
         ]
     )
-    embeds = [
-        MERAlignONNX(folder, config=config, audio_variant=v, text_variant=None, check_weights=False).audio_embeddings(
-            clips
-        )
+    runtimes = [
+        MERAlignONNX(folder, config=config, audio_variant=v, text_variant=None, check_weights=False)
         for v in ("fp32", variant)
     ]
-    return float(np.min(np.sum(embeds[0] * embeds[1], axis=1)))
+    batches = [clips] + [np.asarray(x, dtype=np.float32)[None] for x in check_segments]  # lengths may differ
+    return min(
+        float(np.min(np.sum(runtimes[0].audio_embeddings(x) * runtimes[1].audio_embeddings(x), axis=1)))
+        for x in batches
+    )
 
 
-def _keep_if_accurate(model, folder, variant: str, how: str) -> bool:
+def _keep_if_accurate(model, folder, variant: str, how: str, check_segments=()) -> bool:
     target = Path(folder) / ONNX_SUBFOLDER / onnx_file_name("audio", variant)
-    cosine = variant_cosine(model, folder, variant)
+    cosine = variant_cosine(model, folder, variant, check_segments)
     if cosine < QUANTIZED_MIN_COSINE:
         target.unlink()
         record_info(

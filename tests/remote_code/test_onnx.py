@@ -354,16 +354,18 @@ def test_a_variant_below_the_accuracy_bar_is_deleted_and_its_rejection_recorded(
     assert sorted(p.name for p in (folder / "onnx").glob("audio_model*.onnx")) == ["audio_model.onnx"]
 
 
-def test_calibration_feeds_are_whole_segments_spread_over_the_clips(tiny_model):
-    from meralign.onnx_quantize import calibration_feeds
+def test_calibration_audio_is_split_into_calibration_feeds_and_held_out_check_segments(tiny_model):
+    from meralign.onnx_quantize import calibration_split
 
     config = tiny_model.config
     segment = int(config.segment_seconds * config.sampling_rate)
     clips = [np.full(int(2.5 * segment), i, np.float32) for i in range(3)]  # 2 whole segments each
-    feeds = calibration_feeds(clips + [np.zeros(segment // 3, np.float32)], config, max_segments=4)
+    feeds, check = calibration_split(clips + [np.zeros(segment // 3, np.float32)], config, max_segments=4)
     assert [f["input_values"].shape for f in feeds] == [(1, segment)] * 3 + [(1, segment // 3)]
     assert [float(f["input_values"][0, 0]) for f in feeds[:3]] == [0.0, 1.0, 2.0]  # spread: clips 0, 1, 2
     assert all(f["attention_mask"].all() and f["attention_mask"].dtype == np.int64 for f in feeds)
+    assert [(len(x), float(x[0])) for x in check] == [(segment, 0.0), (segment, 1.0), (segment, 2.0)]  # the rest
+    assert calibration_split(clips, config, max_segments=8)[1] == []  # all six calibrate: none left to check
     for bad, match in (
         ([], "non-empty list"),
         (np.zeros(segment, np.float32), "non-empty list"),
@@ -372,6 +374,17 @@ def test_calibration_feeds_are_whole_segments_spread_over_the_clips(tiny_model):
         ([np.full(segment, np.nan)], "finite"),
     ):
         with pytest.raises(ValueError, match=match):
-            calibration_feeds(bad, config)
+            calibration_split(bad, config)
     with pytest.raises(ValueError, match="max_segments"):
-        calibration_feeds(clips, config, max_segments=0)
+        calibration_split(clips, config, max_segments=0)
+
+
+def test_the_accuracy_check_covers_the_held_out_calibration_segments(tiny_model_onnx, tiny_model):
+    """A check segment on which the variant drifts decides the cosine, whatever CHECK_CLIPS say."""
+    from meralign.onnx_quantize import variant_cosine
+
+    folder, _ = tiny_model_onnx
+    base = variant_cosine(tiny_model, folder, "int8")
+    loud = render_clip(["angry"], seed=70, seconds=4.0, sampling_rate=tiny_model.config.sampling_rate)
+    with_check = variant_cosine(tiny_model, folder, "int8", [loud * 50.0, loud[:20_000]])
+    assert with_check < base  # far outside the calibrated ranges: the worst cosine comes from the check segment
