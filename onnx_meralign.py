@@ -321,6 +321,12 @@ def _with_mask(inputs, dtype, attention_mask, name: str, axes: str) -> tuple[np.
 
 
 # ------------------------------------------------------------------------------- the pipeline's backend
+class BackendUnsupported(ValueError):
+    """The backend's kernels do not exist for this machine (a ValueError: the request cannot be met here).
+    Distinct from the other ValueErrors of opening a backend, such as an ONNX file of another model, which a
+    caller trying backends in turn must not pass over."""
+
+
 def check_backend(backend) -> str:
     """A valid `backend=` name of the pipeline, or a ValueError listing the names."""
     if backend not in BACKENDS:
@@ -338,7 +344,7 @@ def open_backend(backend: str, model) -> MERAlignONNX | None:
     if variant is None:
         return None
     if variant != "fp32" and platform.machine().lower() not in INT8_MACHINES:
-        raise ValueError(
+        raise BackendUnsupported(
             f"backend {backend!r} runs int8 kernels that ONNX Runtime has for {INT8_MACHINES} CPUs only; this "
             f"machine is {platform.machine()!r}: use backend='onnx'"
         )

@@ -20,7 +20,7 @@ from transformers.pipelines.base import ChunkPipeline
 
 try:
     from .audio_meralign import iter_segments, receptive_field
-    from .onnx_meralign import check_backend, open_backend
+    from .onnx_meralign import BackendUnsupported, check_backend, open_backend
     from .scoring_meralign import (
         AGGREGATIONS,
         TEXT_MAX_LENGTH,
@@ -35,7 +35,7 @@ try:
     )
 except ImportError:  # imported as a top-level module (local use, tests)
     from audio_meralign import iter_segments, receptive_field
-    from onnx_meralign import check_backend, open_backend
+    from onnx_meralign import BackendUnsupported, check_backend, open_backend
     from scoring_meralign import (
         AGGREGATIONS,
         TEXT_MAX_LENGTH,
@@ -103,6 +103,11 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
     folder's onnx/ files through ONNX Runtime, float32), "onnx-quantized" (its dynamic int8 audio model) or
     "onnx-int8" (its static int8 audio model, calibrated at export).
     """
+
+    # What use_backend raises when a backend cannot run here (its file or onnxruntime is missing, this CPU has no
+    # int8 kernels), unlike a broken model folder (an ONNX file of another model): a caller trying backends in
+    # turn passes over these. The remote code's own classes, so `except pipe.UNAVAILABLE_BACKEND_ERRORS` matches.
+    UNAVAILABLE_BACKEND_ERRORS = (FileNotFoundError, ImportError, BackendUnsupported)
 
     _load_processor = False
     _load_image_processor = False

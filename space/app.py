@@ -141,9 +141,10 @@ def get_pipeline(model_id: str):
 def load_fastest_pipeline(model_id: str, backends=BACKENDS_TRIED, timer=time.perf_counter):
     """The pipeline of `model_id` (loaded once) on the fastest of `backends` that opens here.
 
-    Each backend that opens (a model without ONNX files, or a machine without onnxruntime, has only "torch") is
-    timed on one segment of noise, best of two runs after a warm-up: int8 is 2x faster than float32 on a CPU
-    with VNNI and can be slower on one without, so the order alone cannot decide. Ties keep the earlier backend.
+    Each backend that opens is timed (a model without ONNX files, or a machine without onnxruntime, has only
+    "torch"; a CPU without int8 kernels has no int8 backend) on one segment of noise, best of two runs after a
+    warm-up: int8 is 2x faster than float32 on a CPU with VNNI and can be slower on one without, so the order
+    alone cannot decide. Ties keep the earlier backend.
     """
     from transformers import pipeline
 
@@ -152,7 +153,7 @@ def load_fastest_pipeline(model_id: str, backends=BACKENDS_TRIED, timer=time.per
     for backend in backends:
         try:
             pipe.use_backend(backend)
-        except (FileNotFoundError, ImportError) as err:
+        except pipe.UNAVAILABLE_BACKEND_ERRORS as err:
             logger.info("backend %s unavailable for %s: %s", backend, model_id, err)
             continue
         seconds[backend] = _probe_seconds(pipe, timer)

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import importlib.util
 import os
+import platform
 import re
 import sys
 from pathlib import Path
@@ -275,6 +276,10 @@ def test_the_space_runs_the_fastest_backend_the_model_folder_offers(app, tiny_mo
     timed.clear()
     assert app.load_fastest_pipeline(str(folder), backends=("onnx", "onnx-int8")).backend == "onnx"
     assert timed == ["onnx", "onnx-int8"]
+    timed.clear()
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")  # no int8 kernels: both int8 backends passed over
+    assert app.load_fastest_pipeline(str(folder)).backend == "torch"  # the fastest of the last timings above
+    assert timed == ["onnx", "torch"]
 
 
 def test_the_backend_probe_times_the_audio_encoder_without_its_cache(app, tiny_model_onnx):
