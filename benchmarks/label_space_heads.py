@@ -30,19 +30,18 @@ sys.path.insert(0, str(ROOT))
 
 def seed_scores(name: str, seed: int, overrides: dict, demo_dir: Path, work: Path) -> dict:
     from meralign.data.synthetic.cues import EMOTION_AFFECT
+    from meralign.demo.run import DemoArguments, feature_cache_dir, fit_arguments
     from meralign.evaluation.affect import affect_agreement
     from meralign.evaluation.protocol import ProtocolArguments, run_protocol
     from meralign.evaluation.records import read_settings
     from meralign.features.datasets import CacheDatasets
     from meralign.head import load_head
-    from meralign.training.arguments import FitArguments
     from meralign.training.trainer import fit
     from meralign.vocabularies import SYNTHETIC, SYNTHETIC_TRAINING, SYNTHETIC_ZERO_SHOT
 
-    cache = demo_dir / f"cache-seed{seed}-200x6s-seg3s"
+    cache = feature_cache_dir(DemoArguments(), seed, demo_dir)  # the default `make demo` wrote
     datasets = CacheDatasets(cache)
-    demo_settings = dict(batch_size=32, learning_rate=1e-3, max_epochs=60, patience=12, head_hidden_size=256)
-    args = FitArguments(cache_dir=str(cache), output_dir="", seed=seed, progress=False, **demo_settings, **overrides)
+    args = replace(fit_arguments(DemoArguments(), seed, cache), **overrides)
     run_dir = work / name / f"seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     protocol = ProtocolArguments(datasets=list(SYNTHETIC_TRAINING), zero_shot_datasets=list(SYNTHETIC_ZERO_SHOT))

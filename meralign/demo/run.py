@@ -86,7 +86,6 @@ def run_seed(args: DemoArguments, seed: int, out: Path) -> dict:
     from meralign.features.extract import extract_features
     from meralign.publish.folder import save_model_folder
     from meralign.testing import build_tiny_model
-    from meralign.training.arguments import FitArguments
     from meralign.vocabularies import SYNTHETIC, SYNTHETIC_TRAINING, SYNTHETIC_ZERO_SHOT
 
     timings, t = {}, time.perf_counter()
@@ -106,24 +105,12 @@ def run_seed(args: DemoArguments, seed: int, out: Path) -> dict:
     base = build_tiny_model(seed=seed, segment_seconds=args.segment_seconds)
     base_dir = out / f"base_model-seed{seed}"
     save_model_folder(base, base_dir)
-    # one cache per corpus setting: a rerun with the same settings reuses it, other settings get their own
-    cache_dir = out / f"cache-seed{seed}-{args.tracks_per_dataset}x{args.clip_seconds:g}s-seg{args.segment_seconds:g}s"
+    cache_dir = feature_cache_dir(args, seed, out)
     report = extract_features(base, tracks, cache_dir, batch_size=16, vocabularies=SYNTHETIC)
     print(f"{report.n_segments} segments from {report.n_tracks} tracks ({report.shards_skipped} shards reused)")
     datasets = CacheDatasets(cache_dir)
     lap("extraction")
-    fit_args = FitArguments(
-        cache_dir=str(cache_dir),
-        output_dir="",
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        max_epochs=args.max_epochs,
-        patience=12,
-        head_hidden_size=256,
-        seed=seed,
-        log_with="tensorboard",
-        progress=False,
-    )
+    fit_args = fit_arguments(args, seed, cache_dir)
     protocol = ProtocolArguments(datasets=list(SYNTHETIC_TRAINING), zero_shot_datasets=list(SYNTHETIC_ZERO_SHOT))
     records = []
     for name, configuration in CONFIGURATIONS.items():
@@ -136,6 +123,29 @@ def run_seed(args: DemoArguments, seed: int, out: Path) -> dict:
     final = final_model(args, seed, out, fit_args, datasets, base_dir)
     lap("final_model")
     return {"seed": seed, "records": records, "timings": timings, **final}
+
+
+def feature_cache_dir(args: DemoArguments, seed: int, out: Path) -> Path:
+    """One cache per corpus setting: a rerun with the same settings reuses it, other settings get their own."""
+    return out / f"cache-seed{seed}-{args.tracks_per_dataset}x{args.clip_seconds:g}s-seg{args.segment_seconds:g}s"
+
+
+def fit_arguments(args: DemoArguments, seed: int, cache_dir: Path):
+    """The demo's head training settings (each configuration and the final model start from these)."""
+    from meralign.training.arguments import FitArguments
+
+    return FitArguments(
+        cache_dir=str(cache_dir),
+        output_dir="",
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_epochs=args.max_epochs,
+        patience=12,
+        head_hidden_size=256,
+        seed=seed,
+        log_with="tensorboard",
+        progress=False,
+    )
 
 
 def final_model(args: DemoArguments, seed: int, out: Path, fit_args, datasets, base_dir: Path) -> dict:
@@ -175,24 +185,26 @@ def final_model(args: DemoArguments, seed: int, out: Path, fit_args, datasets, b
 
 def calibration_tracks(out: Path, seed: int, per_dataset: int = 3) -> list[str]:
     """Audio that calibrates the static int8 model: the first training-split tracks of each training dataset."""
-    from meralign.data.adapters.manifest import load_manifest
-    from meralign.data.synthetic.corpus import manifest_path
-    from meralign.vocabularies import SYNTHETIC, SYNTHETIC_TRAINING
+    from meralign.vocabularies import SYNTHETIC_TRAINING
 
-    corpus = out / f"corpus-seed{seed}"
-    tracks = []
-    for name in SYNTHETIC_TRAINING:
-        train = [t for t in load_manifest(manifest_path(corpus, name), SYNTHETIC[name]) if t.split == "train"]
-        tracks += [t.audio for t in train[:per_dataset]]
-    return tracks
+    return [
+        track.audio
+        for name in SYNTHETIC_TRAINING
+        for track in [t for t in corpus_tracks(out, seed, name) if t.split == "train"][:per_dataset]
+    ]
 
 
 def held_out_tracks(out: Path, seed: int):
+    return corpus_tracks(out, seed, "synth-zeroshot")
+
+
+def corpus_tracks(out: Path, seed: int, name: str):
+    """The tracks of one dataset of the seed's synthetic corpus, from its manifest."""
     from meralign.data.adapters.manifest import load_manifest
     from meralign.data.synthetic.corpus import manifest_path
     from meralign.vocabularies import SYNTHETIC
 
-    return load_manifest(manifest_path(out / f"corpus-seed{seed}", "synth-zeroshot"), SYNTHETIC["synth-zeroshot"])
+    return load_manifest(manifest_path(out / f"corpus-seed{seed}", name), SYNTHETIC[name])
 
 
 def classify_example(model_dir: Path, track, vocabulary, out: Path) -> dict:
