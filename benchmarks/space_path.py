@@ -82,9 +82,7 @@ def load_pipelines(folder: Path) -> dict:
     pipes = {}
     with quiet_warnings():
         for backend in BACKENDS:
-            if (
-                backend == "torch" or ONNX_BACKENDS[backend] in files
-            ):  # an int8 file the accuracy bar rejected is not there
+            if ONNX_BACKENDS[backend] in (None, *files):  # torch, or a file the accuracy bar kept
                 pipes[backend] = pipeline(
                     "zero-shot-music-emotion", model=str(folder), trust_remote_code=True, backend=backend
                 )

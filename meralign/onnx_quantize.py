@@ -32,7 +32,8 @@ CHECK_CLIPS = (["joyful"], ["sad"], ["angry", "tense"], ["calm"], ["tender", "sa
 # ORT's calibrator holds every intermediate tensor of every calibration feed in memory (the first convolutions'
 # outputs are ~100 MB per 10 s segment of MERT-95M): this many segments bound it to a few GB.
 MAX_CALIBRATION_SEGMENTS = 8
-FIRST_CONV = "conv_layers.0."  # the waveform convolution's weight names contain this
+CONV_WEIGHTS = "conv_layers.{}."  # front-end convolution i's weight names contain this
+FIRST_CONV = CONV_WEIGHTS.format(0)  # the waveform convolution
 DYNAMIC_RECIPE = "quantize_dynamic: int8 MatMul weights, per-channel"
 STATIC_RECIPE = (
     "quantize_static QOperator: int8 weights (per channel) and uint8 activations (MinMax over {n} calibration "
@@ -64,7 +65,7 @@ def float_convs(audio_config) -> list[str]:
     """Weight-name prefixes of the front-end convolutions the static int8 model keeps float: the first and the
     last two (see the module docstring)."""
     last = len(audio_config.conv_dim) - 1
-    return sorted({f"conv_layers.{i}." for i in (0, last - 1, last) if i >= 0})
+    return sorted({CONV_WEIGHTS.format(i) for i in (0, last - 1, last) if i >= 0})
 
 
 def calibration_split(
