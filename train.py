@@ -9,6 +9,8 @@ Commands (each has --help):
   fit       train the projection head on cached features
   evaluate  score a trained head on cached features (segment and song level, with chance baselines)
   protocol  the leave-one-dataset-out table: train on two datasets, test zero-shot on the third
+  transfer  choose training settings by transfer to unseen words, on training data only: train on one
+            dataset, score the others' validation tracks in their own words
   export    write a Hub-ready model folder loadable with pipeline(..., trust_remote_code=True)
   push      publish the model (and a Gradio Space) to the Hub (--dry-run to preview)
   demo      the whole thing offline, on a synthetic corpus with a tiny random tower
@@ -28,6 +30,7 @@ COMMANDS = {
     "fit": ("meralign.training.trainer", "fit_main"),
     "evaluate": ("meralign.evaluation.cli", "evaluate_main"),
     "protocol": ("meralign.evaluation.cli", "protocol_main"),
+    "transfer": ("meralign.evaluation.cli", "transfer_main"),
     "export": ("meralign.publish.export", "export_main"),
     "push": ("meralign.publish.push", "push_main"),
     "demo": ("meralign.demo.run", "demo_main"),

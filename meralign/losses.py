@@ -1,4 +1,5 @@
-"""Training losses: the cosine triplet loss on label-embedding targets and the alignment regulariser.
+"""Training losses: the cosine triplet loss on label-embedding targets, the alignment regulariser, and two
+measured alternatives (a contrastive softmax over every label; an affect loss on the valence/arousal axes).
 
 Method of arXiv 2410.11522: an audio embedding z (L2-normalised by the head) is pulled towards the
 mean text embedding of its segment's positive labels and pushed from the mean of a few random
@@ -18,6 +19,7 @@ from torch import nn
 
 REDUCTIONS = ("mean", "sum", "none")
 REGULARIZER_FORMS = ("push", "pull_push")
+OBJECTIVES = ("triplet", "contrastive")
 
 
 def triplet_cosine_loss(
@@ -45,6 +47,71 @@ def triplet_cosine_loss(
     if reduction == "sum":
         return losses.sum()
     return losses
+
+
+def label_contrastive_loss(
+    z: torch.Tensor,
+    label_matrix: torch.Tensor,
+    label_embeddings: torch.Tensor,
+    temperature: float = 0.05,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Cross-entropy of a softmax over the cosines of z to EVERY label of its vocabulary, against its positives.
+
+    The target puts equal mass on each positive label. Unlike the triplet loss with a mean of a few random
+    negatives, every wrong label competes, the nearest one most: this is the ranking that scoring does.
+
+    Args:
+        z: [B, D] audio embeddings; label_matrix: [B, L] multi-hot; label_embeddings: [L, D].
+        temperature: divides the cosines (CLIP-style); smaller sharpens the competition.
+        reduction: "mean", "sum" or "none" (a [B] tensor).
+    """
+    _check_matrix(z, "z")
+    mask = _check_label_matrix(label_matrix)
+    _check_matrix(label_embeddings, "label_embeddings")
+    if label_embeddings.shape != (mask.shape[1], z.shape[1]) or mask.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"shapes do not agree: z {tuple(z.shape)}, label_matrix {tuple(mask.shape)}, label_embeddings "
+            f"{tuple(label_embeddings.shape)}; expected [B, D], [B, L] and [L, D]"
+        )
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    _require_rows(mask.any(dim=1), "has no positive label")
+    labels = F.normalize(label_embeddings.to(z.dtype), dim=1)
+    log_probs = (F.normalize(z, dim=1) @ labels.T / temperature).log_softmax(dim=1)
+    target = mask.to(z.dtype) / mask.sum(dim=1, keepdim=True)
+    losses = -(target * log_probs).sum(dim=1)
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    return losses
+
+
+def affect_loss(
+    z: torch.Tensor,
+    label_matrix: torch.Tensor,
+    label_coordinates: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+) -> torch.Tensor:
+    """Mean squared error between the audio embedding's place on the affect axes and its positive labels' mean place.
+
+    A unit vector's coordinates are `normalize(z) @ weight + bias` (the label space's axes, scaled so the pole words
+    sit at -1 and +1: scoring_meralign.affect_coordinates); the labels' are `label_coordinates` [L, A], the same
+    map applied to their vectors. It asks the head to carry valence and arousal explicitly, which the triplet loss
+    weighs no more than any other direction.
+
+    Args:
+        z: [B, D]; label_matrix: [B, L] multi-hot; label_coordinates: [L, A]; weight: [D, A]; bias: [A].
+    """
+    mask = _check_label_matrix(label_matrix)
+    _require_rows(mask.any(dim=1), "has no positive label")
+    target = _mean_rows(mask, label_coordinates.to(z.dtype))
+    predicted = F.normalize(z, dim=1) @ weight.to(z.dtype) + bias.to(z.dtype)
+    return ((predicted - target) ** 2).mean()
 
 
 def positive_negative_targets(
@@ -178,14 +245,18 @@ class DatasetBatch:
     label_matrix: torch.Tensor
     targets: torch.Tensor
     label_clusters: torch.Tensor
+    label_affect: Optional[torch.Tensor] = None
 
 
 class MERAlignLoss(nn.Module):
-    """The training objective: the triplet loss summed over the training datasets' batches, plus alpha times the
-    alignment regulariser over one batch holding all of them (so it pushes apart clusters across vocabularies).
+    """The training objective, summed over the training datasets' batches: the label objective (the paper's triplet
+    loss, or the contrastive softmax over every label), plus alpha times the alignment regulariser over one batch
+    holding all of them (so it pushes apart clusters across vocabularies), plus `affect_weight` times the affect
+    loss (:func:`affect_loss`; off by default).
 
-    The paper uses alpha 2.5 (1.0 for its test-on-CAL500 run); `regularizer="none"` trains on the triplet
-    loss alone.
+    The paper uses alpha 2.5 (1.0 for its test-on-CAL500 run); `regularizer="none"` trains on the label objective
+    alone. `affect_map`: (weight [D, A], bias [A]), a unit vector's affect coordinates; needed when
+    affect_weight > 0, with each batch's `label_affect`.
     """
 
     def __init__(
@@ -196,41 +267,55 @@ class MERAlignLoss(nn.Module):
         regularizer: str = "push",
         regularizer_margin: float = 0.0,
         normalize_targets: bool = False,
+        objective: str = "triplet",
+        temperature: float = 0.05,
+        affect_weight: float = 0.0,
+        affect_map: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ):
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if regularizer not in (*REGULARIZER_FORMS, "none"):
             raise ValueError(f"regularizer must be one of {(*REGULARIZER_FORMS, 'none')}, got {regularizer!r}")
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if alpha < 0 or affect_weight < 0:
+            raise ValueError(f"alpha and affect_weight must be >= 0, got {alpha} and {affect_weight}")
+        if affect_weight > 0 and affect_map is None:
+            raise ValueError("affect_weight > 0 needs affect_map (the label space's affect axes)")
+        self.objective, self.temperature = objective, temperature
         self.margin, self.alpha, self.n_negatives = margin, alpha, n_negatives
         self.regularizer, self.regularizer_margin = regularizer, regularizer_margin
         self.normalize_targets = normalize_targets
+        self.affect_weight, self.affect_map = affect_weight, affect_map
 
     def forward(
         self, batches: Sequence[DatasetBatch], generator: Optional[torch.Generator] = None
     ) -> dict[str, torch.Tensor]:
-        """Returns {"loss", "triplet", "regularizer"}; "regularizer" is unweighted (0 with "none")."""
+        """Returns {"loss", "objective", "regularizer", "affect"}; the last two unweighted (0 when off)."""
         if not batches:
             raise ValueError("batches is empty: give one DatasetBatch per training dataset")
-        triplet = 0.0
-        for batch in batches:  # negatives are drawn dataset by dataset, in order, from one generator
-            positive, negative = positive_negative_targets(
-                batch.label_matrix,
-                batch.targets,
-                self.n_negatives,
-                generator=generator,
-                normalize=self.normalize_targets,
-            )
-            triplet = triplet + triplet_cosine_loss(
-                batch.z, positive.to(batch.z.device), negative.to(batch.z.device), margin=self.margin
-            )
-        if self.regularizer == "none":
-            regularizer = torch.zeros((), dtype=batches[0].z.dtype, device=batches[0].z.device)
-        else:
+        zero = torch.zeros((), dtype=batches[0].z.dtype, device=batches[0].z.device)
+        objective = sum((self._label_objective(b, generator) for b in batches), zero)  # datasets in order
+        regularizer = zero
+        if self.regularizer != "none":
             z = torch.cat([batch.z for batch in batches])
             clusters = torch.cat([primary_cluster_ids(b.label_matrix, b.label_clusters).to(z.device) for b in batches])
             regularizer = alignment_regularizer(z, clusters, form=self.regularizer, margin=self.regularizer_margin)
-        return {"loss": triplet + self.alpha * regularizer, "triplet": triplet, "regularizer": regularizer}
+        affect = zero
+        if self.affect_weight > 0:
+            affect = sum((affect_loss(b.z, b.label_matrix, b.label_affect, *self.affect_map) for b in batches), zero)
+        loss = objective + self.alpha * regularizer + self.affect_weight * affect
+        return {"loss": loss, "objective": objective, "regularizer": regularizer, "affect": affect}
+
+    def _label_objective(self, batch: DatasetBatch, generator: Optional[torch.Generator]) -> torch.Tensor:
+        device = batch.z.device
+        if self.objective == "contrastive":
+            return label_contrastive_loss(
+                batch.z, batch.label_matrix.to(device), batch.targets.to(device), self.temperature
+            )
+        positive, negative = positive_negative_targets(  # negatives drawn from the one generator, dataset by dataset
+            batch.label_matrix, batch.targets, self.n_negatives, generator=generator, normalize=self.normalize_targets
+        )
+        return triplet_cosine_loss(batch.z, positive.to(device), negative.to(device), margin=self.margin)
 
 
 def _masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

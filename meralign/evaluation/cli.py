@@ -1,4 +1,5 @@
-"""`python train.py evaluate` (score a trained head) and `python train.py protocol` (leave-one-dataset-out)."""
+"""`python train.py evaluate` (score a trained head), `python train.py protocol` (leave-one-dataset-out) and
+`python train.py transfer` (transfer to unseen words on training data only: the criterion for training choices)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from meralign.evaluation.protocol import ProtocolArguments, run_protocol
 from meralign.evaluation.records import read_settings
 from meralign.evaluation.report import results_markdown
 from meralign.evaluation.scoring import score_split, to_record
+from meralign.evaluation.transfer import transfer_markdown, transfer_validation
 from meralign.features.datasets import CacheDatasets
 from meralign.files import atomic_write_json
 from meralign.head import load_head
@@ -58,4 +60,10 @@ def protocol_main(argv: list[str] | None = None) -> int:
     fit_args, protocol = parse_args([FitArguments, ProtocolArguments], argv)
     summary = run_protocol(fit_args, protocol)
     print("\n" + results_markdown(read_settings(summary)))
+    return 0
+
+
+def transfer_main(argv: list[str] | None = None) -> int:
+    (fit_args,) = parse_args(FitArguments, argv)
+    print("\n" + transfer_markdown(transfer_validation(fit_args)))
     return 0

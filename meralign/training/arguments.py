@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from configuration_meralign import HEAD_TYPES, POOLINGS
-from meralign.losses import REGULARIZER_FORMS
+from meralign.losses import OBJECTIVES, REGULARIZER_FORMS
 from meralign.runtime import MIXED_PRECISIONS
 
 TARGETS = ("labels", "centers")
@@ -59,6 +59,18 @@ class FitArguments:
         },
     )
     margin: float = field(default=1.0, metadata={"help": "Triplet margin on cosine similarity (paper: 1.0)."})
+    objective: str = field(
+        default="triplet",
+        metadata={"help": "'triplet' (the paper's) or 'contrastive' (softmax over every label of the vocabulary)."},
+    )
+    temperature: float = field(default=0.05, metadata={"help": "Temperature of the contrastive objective."})
+    affect_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a loss tying the audio embedding's valence/arousal (on the label space's axes) to its "
+            "labels' (0: off)."
+        },
+    )
     n_negatives: int = field(
         default=5, metadata={"help": "Random non-positive labels averaged into each negative target (paper: 5)."}
     )
@@ -110,6 +122,7 @@ class FitArguments:
             "mixed_precision": MIXED_PRECISIONS,
             "log_with": ("tensorboard", "none"),
             "head_type": HEAD_TYPES,
+            "objective": OBJECTIVES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -117,3 +130,7 @@ class FitArguments:
         for name in ("batch_size", "max_epochs", "patience", "n_negatives"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if not self.affect_weight >= 0:
+            raise ValueError(f"--affect_weight must be >= 0, got {self.affect_weight}")

@@ -19,7 +19,7 @@ def plot_curves(metrics_jsonl: Path, png: Path) -> None:
         return
     epochs = [r["epoch"] for r in records]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for key in ("train_loss", "train_triplet", "train_regularizer"):
+    for key in ("train_loss", "train_objective", "train_regularizer", "train_affect"):
         left.plot(epochs, [r[key] for r in records], label=key.replace("train_", ""))
     left.set_xlabel("epoch")
     left.set_title("training loss")

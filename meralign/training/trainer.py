@@ -1,4 +1,5 @@
-"""Head training on cached MERT features: triplet loss + alignment regularisation, done correctly.
+"""Head training on cached MERT features: triplet loss + alignment regularisation (meralign/losses.py), done
+correctly.
 
 Differences from the method's reference code, on purpose:
 - splits are by track (the cache's per-track splits), never contiguous segment ranges;
@@ -80,11 +81,18 @@ class Trainer:
         )
         self.head, self.optimizer = self.accelerator.prepare(head, optimizer)
         self.loss = MERAlignLoss(
-            margin=args.margin, alpha=args.alpha, n_negatives=args.n_negatives, regularizer=args.regularizer
+            margin=args.margin,
+            alpha=args.alpha,
+            n_negatives=args.n_negatives,
+            regularizer=args.regularizer,
+            objective=args.objective,
+            temperature=args.temperature,
+            affect_weight=args.affect_weight,
+            affect_map=self.affect_map,
         )
 
     def _prepare_targets(self) -> None:
-        """Label embeddings per dataset, Mean Shift clusters over all training labels, triplet targets."""
+        """Label embeddings per dataset, Mean Shift clusters over all training labels, targets."""
         from meralign.alignment.clustering import cluster_labels
         from meralign.alignment.label_space import label_vectors, resolve_label_space
 
@@ -104,12 +112,36 @@ class Trainer:
             torch.tensor([self.clusters.assignments[f"{d.name}:{label}"] for label in d.vocabulary.labels])
             for d in self.data
         ]
+        self.affect_map, self.label_affect = None, [None] * len(self.data)
+        if args.affect_weight > 0:
+            self._prepare_affect()
         if args.targets == "centers":
             centers = torch.from_numpy(np.asarray(self.clusters.centers, dtype=np.float32))
             centers = torch.nn.functional.normalize(centers, dim=-1)
             self.targets = [centers[c] for c in self.label_clusters]
         else:
             self.targets = self.label_embeddings
+
+    def _prepare_affect(self) -> None:
+        """The affine map from a unit vector to its pole-scaled affect coordinates, and each label's coordinates."""
+        from scoring_meralign import AFFECT_AXES, affect_coordinates, has_affect_axes
+
+        space = self.label_space
+        if space is None or not has_affect_axes(space):
+            raise ValueError("--affect_weight > 0 needs a label space with valence and arousal axes")
+        weight, bias = [], []
+        for axis in AFFECT_AXES:
+            low, high = space["poles"][axis]
+            weight.append(2.0 * np.asarray(space["directions"][space["names"].index(axis)]) / (high - low))
+            bias.append(-(low + high) / (high - low))
+        self.affect_map = (
+            torch.tensor(np.stack(weight, 1), dtype=torch.float32),
+            torch.tensor(bias, dtype=torch.float32),
+        )
+        self.label_affect = [
+            torch.tensor(np.stack([c[a] for a in AFFECT_AXES], 1), dtype=torch.float32)
+            for c in (affect_coordinates(e.numpy(), space) for e in self.label_embeddings)
+        ]
 
     # ---------------------------------------------------------------------------------- one epoch
     def _epoch_batches(self, epoch: int) -> tuple[list[list[torch.Tensor]], torch.Generator]:
@@ -133,9 +165,11 @@ class Trainer:
         device = self.accelerator.device
         batches = [
             DatasetBatch(
-                self.head(d.features[rows].to(device, torch.float32)), d.labels[rows], targets, label_clusters
+                self.head(d.features[rows].to(device, torch.float32)), d.labels[rows], targets, label_clusters, affect
             )
-            for d, rows, targets, label_clusters in zip(self.data, picks, self.targets, self.label_clusters)
+            for d, rows, targets, label_clusters, affect in zip(
+                self.data, picks, self.targets, self.label_clusters, self.label_affect
+            )
         ]
         return self.loss(batches, generator=generator)
 
@@ -145,7 +179,7 @@ class Trainer:
         torch.manual_seed(self.args.seed * 1_000_003 + epoch)  # dropout of this epoch
         self.head.train()
         batches, generator = self._epoch_batches(epoch)
-        sums = {"loss": 0.0, "triplet": 0.0, "regularizer": 0.0}
+        sums = {"loss": 0.0, "objective": 0.0, "regularizer": 0.0, "affect": 0.0}
         show = self.args.progress and self.accelerator.is_local_main_process
         for picks in tqdm(batches, desc=f"epoch {epoch}", disable=not show, leave=False, file=sys.stdout):
             with self.accelerator.autocast():
@@ -219,8 +253,9 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
             mark = " *" if improved else ""
             print(
-                f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  triplet {record['train_triplet']:.4f}  "
-                f"reg {record['train_regularizer']:.4f}  val macro-F1 {record['val_macro_f1']:.4f}{mark}",
+                f"epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
+                f"objective {record['train_objective']:.4f}  reg {record['train_regularizer']:.4f}  "
+                f"val macro-F1 {record['val_macro_f1']:.4f}{mark}",
                 flush=True,
             )
 

@@ -8,7 +8,9 @@ import torch
 from meralign.losses import (
     DatasetBatch,
     MERAlignLoss,
+    affect_loss,
     alignment_regularizer,
+    label_contrastive_loss,
     positive_negative_targets,
     primary_cluster_ids,
     triplet_cosine_loss,
@@ -193,6 +195,83 @@ def test_primary_cluster_ids():
         primary_cluster_ids(labels, torch.tensor([1, 2]))
 
 
+# ---------------------------------------------------------------- contrastive
+
+
+def test_contrastive_hand_values_multi_positive_and_reductions():
+    z = t([[1, 0, 0], [0, 1, 0]])
+    labels = torch.tensor([[1, 0, 0], [0, 1, 1]])  # row 1 has two positives: half the target mass on each
+    embeddings = 2 * torch.eye(3)  # normalised inside: only directions count
+    temperature = 0.5
+    logits = torch.eye(3)[:2] / temperature
+    log_p = logits.log_softmax(dim=1)
+    expected = torch.stack([-log_p[0, 0], -(log_p[1, 1] + log_p[1, 2]) / 2])
+    got = label_contrastive_loss(z, labels, embeddings, temperature, reduction="none")
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert label_contrastive_loss(z, labels, embeddings, temperature).item() == pytest.approx(expected.mean().item())
+    assert label_contrastive_loss(z, labels, embeddings, temperature, "sum").item() == pytest.approx(
+        expected.sum().item()
+    )
+
+
+def test_contrastive_every_wrong_label_competes():
+    """Moving z from its positive towards any one wrong label raises the loss; a lower temperature sharpens it."""
+    labels = torch.tensor([[1, 0, 0, 0]])
+    on_positive = label_contrastive_loss(t([[1, 0, 0, 0]]), labels, E)
+    for wrong in (1, 2, 3):
+        z = t([[1, 0, 0, 0]])
+        z[0, wrong] = 0.8
+        assert label_contrastive_loss(z, labels, E).item() > on_positive.item()
+    assert label_contrastive_loss(t([[1, 0, 0, 0]]), labels, E, 0.05) < label_contrastive_loss(
+        t([[1, 0, 0, 0]]), labels, E, 1.0
+    )
+
+
+def test_contrastive_input_errors():
+    z, labels = t([[1, 0, 0, 0]]), torch.tensor([[1, 0, 0, 0]])
+    with pytest.raises(ValueError, match="temperature"):
+        label_contrastive_loss(z, labels, E, temperature=0.0)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        label_contrastive_loss(z, labels, torch.eye(3))
+    with pytest.raises(ValueError, match="no positive"):
+        label_contrastive_loss(z, torch.tensor([[0, 0, 0, 0]]), E)
+    with pytest.raises(ValueError, match="reduction"):
+        label_contrastive_loss(z, labels, E, reduction="max")
+    with pytest.raises(ValueError, match="objective"):
+        MERAlignLoss(objective="listwise")
+
+
+# ---------------------------------------------------------------- affect
+
+
+def test_affect_loss_hand_value():
+    """Two axes along the first two coordinates, scaled by 2 with bias -1: a unit z along axis 0 sits at (1, -1);
+    its labels' mean coordinates are the target."""
+    weight, bias = 2 * torch.eye(4)[:, :2], t([-1, -1])
+    coordinates = t([[1, -1], [-1, 1], [0, 0], [0.5, 0.5]])
+    z = t([[3, 0, 0, 0], [0, 0, 0, 1]])  # normalised inside
+    labels = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 0]])  # row 1's target: mean of (-1, 1) and (0, 0)
+    # row 0 sits on its target; row 1 predicts (-1, -1) against (-0.5, 0.5): squared errors 0.25 and 2.25
+    assert affect_loss(z, labels, coordinates, weight, bias).item() == pytest.approx((0 + 0 + 0.25 + 2.25) / 4)
+    with pytest.raises(ValueError, match="no positive"):
+        affect_loss(z, torch.tensor([[0, 0, 0, 0], [1, 0, 0, 0]]), coordinates, weight, bias)
+
+
+def test_meralign_loss_adds_the_weighted_affect_term():
+    weight, bias = torch.eye(3)[:, :2], torch.zeros(2)
+    coordinates = t([[0.5, 0.0], [0.0, 0.5], [0.0, 0.0]])
+    batch = DatasetBatch(t([[1, 0, 0]]), torch.tensor([[0, 1, 0]]), torch.eye(3), torch.tensor([0, 1, 2]), coordinates)
+    plain = MERAlignLoss(regularizer="none")([batch], generator=torch.Generator().manual_seed(0))
+    weighted = MERAlignLoss(regularizer="none", affect_weight=2.0, affect_map=(weight, bias))(
+        [batch], generator=torch.Generator().manual_seed(0)
+    )
+    # predicted (1, 0) against (0, 0.5): mean squared error (1 + 0.25) / 2
+    assert weighted["affect"].item() == pytest.approx(0.625) and plain["affect"].item() == 0.0
+    assert weighted["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * 0.625)
+    with pytest.raises(ValueError, match="affect_map"):
+        MERAlignLoss(affect_weight=1.0)
+
+
 # ---------------------------------------------------------------- combined
 
 
@@ -205,7 +284,7 @@ def test_meralign_loss_hand_value_and_components():
     # row 0: cos(z, e0) = 1, negative (e1+e2)/2 -> cos 0: loss 0
     # row 1: cos(z, e1) = 0, negative (e0+e2)/2 -> cos 1/sqrt(2): loss 1 + 1/sqrt(2)
     triplet = (1 + 1 / math.sqrt(2)) / 2
-    assert out["triplet"].item() == pytest.approx(triplet, abs=1e-6)
+    assert out["objective"].item() == pytest.approx(triplet, abs=1e-6)
     assert out["regularizer"].item() == pytest.approx(1.0)  # orthogonal rows, different clusters
     assert out["loss"].item() == pytest.approx(triplet + 2.5, abs=1e-6)
     out["loss"].backward()
@@ -218,6 +297,16 @@ def test_meralign_loss_hand_value_and_components():
         MERAlignLoss()([])
 
 
+def test_meralign_loss_contrastive_objective_sums_over_datasets():
+    embeddings = torch.eye(3)
+    first = DatasetBatch(t([[1, 0, 0]]), torch.tensor([[1, 0, 0]]), embeddings, torch.tensor([0, 1, 2]))
+    second = DatasetBatch(t([[1, 0, 0]]), torch.tensor([[0, 1, 0]]), embeddings, torch.tensor([0, 1, 2]))
+    out = MERAlignLoss(objective="contrastive", temperature=0.2, alpha=0.5)([first, second])
+    expected = sum(label_contrastive_loss(b.z, b.label_matrix, b.targets, 0.2) for b in (first, second))
+    assert out["objective"].item() == pytest.approx(expected.item())
+    assert out["loss"].item() == pytest.approx(expected.item() + 0.5 * out["regularizer"].item())
+
+
 def test_meralign_loss_sums_triplets_and_regularises_across_datasets():
     """Two datasets: the triplet terms add up, and the regulariser sees both datasets' rows in one batch (rows of
     different datasets in different clusters are pushed apart too)."""
@@ -228,6 +317,6 @@ def test_meralign_loss_sums_triplets_and_regularises_across_datasets():
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     both = loss([first, second], generator=generator())
     one = loss([first], generator=generator())
-    assert both["triplet"].item() == pytest.approx(0.0)  # both rows sit on their positives
+    assert both["objective"].item() == pytest.approx(0.0)  # both rows sit on their positives
     # alone, a row has no other cluster to be pushed from; together, two orthogonal rows each give relu(1 + 0) = 1
     assert one["regularizer"].item() == 0.0 and both["regularizer"].item() == pytest.approx(1.0)

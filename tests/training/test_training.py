@@ -7,6 +7,7 @@ import pytest
 import torch
 from fake_cache import make_cache
 
+from meralign.alignment.label_space import label_vectors
 from meralign.evaluation.protocol import ProtocolArguments, run_protocol
 from meralign.evaluation.scoring import score_split
 from meralign.features.datasets import CacheDatasets
@@ -63,7 +64,7 @@ def test_fit_learns_the_structure_and_transfers(tmp_path, cache, vocab_files):
     """Training drives the triplet loss down; in-domain and zero-shot F1 land far above chance."""
     summary = fit(_args(tmp_path, vocab_files, train_datasets=["a", "b"]), cache)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    first, last = records[0]["train_triplet"], min(r["train_triplet"] for r in records)
+    first, last = records[0]["train_objective"], min(r["train_objective"] for r in records)
     assert last < 0.8 * first, (first, last)
     head, saved = load_head(tmp_path / "run")
     assert saved["train_datasets"] == ["a", "b"] and saved["best_epoch"] == summary["best_epoch"]
@@ -129,6 +130,36 @@ def test_bad_arguments(tmp_path, cache, vocab_files):
         _args(tmp_path, vocab_files, batch_size=0)
     with pytest.raises(ValueError, match="no segments"):
         fit(_args(tmp_path, vocab_files + ["zzz=emotify"], train_datasets=["zzz"]), cache)
+    for name, value in (("objective", "listwise"), ("temperature", 0.0), ("affect_weight", -1.0)):
+        with pytest.raises(ValueError, match=f"--{name}"):
+            _args(tmp_path, vocab_files, **{name: value})
+    with pytest.raises(ValueError, match="--affect_weight > 0 needs a label space with valence and arousal axes"):
+        fit(_args(tmp_path, vocab_files, train_datasets=["a"], label_space="paper", affect_weight=1.0), cache)
+
+
+def test_affect_weight_ties_the_embedding_to_its_labels_place_on_the_axes(tmp_path, cache, vocab_files):
+    """With the affect loss on, training drives it down, and the head's valence/arousal (read off the axes)
+    follow the labels' more closely than a head trained without it, on the same data."""
+    import scoring_meralign as sm
+
+    from meralign.training.calibration import projected
+
+    errors = {}
+    for weight in (0.0, 3.0):
+        out = tmp_path / f"affect{weight}"
+        fit(_args(tmp_path, vocab_files, train_datasets=["a", "b"], affect_weight=weight, output_dir=str(out)), cache)
+        head, saved = load_head(out)
+        space = saved["label_space"]
+        data = CacheDatasets(cache).get("a", Vocabulary("a", VOCABS["a"], 1), "mean")
+        rows = data.rows("validation")
+        audio = sm.affect_coordinates(projected(head, data.features[rows]), space)
+        labels = sm.affect_coordinates(label_vectors(list(VOCABS["a"]), space), space)
+        truth = data.labels[rows].numpy().argmax(axis=1)
+        errors[weight] = np.mean([np.mean((audio[a] - labels[a][truth]) ** 2) for a in sm.AFFECT_AXES])
+        if weight:
+            records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            assert records[-1]["train_affect"] < 0.5 * records[0]["train_affect"], records
+    assert errors[3.0] < 0.5 * errors[0.0], errors
 
 
 def test_calibration_recovers_a_known_temperature():
@@ -162,3 +193,34 @@ def test_protocol_writes_every_setting_with_chance(tmp_path, cache, vocab_files)
         assert low <= setting["metrics"]["segment"]["macro_f1"] <= high and high - low > 0
     table = (tmp_path / "protocol" / "protocol.md").read_text()
     assert "chance: random top-k" in table and table.count("zero-shot") >= 3
+
+
+def test_transfer_validation_scores_each_dataset_in_words_it_never_saw(tmp_path, cache, vocab_files):
+    """One head per training dataset, each scored on every other dataset's validation tracks in that dataset's
+    words; the mean and the worst are over chance, and the table and transfer.json say the same."""
+    from meralign.evaluation.cli import transfer_main
+    from meralign.evaluation.transfer import transfer_markdown, transfer_validation
+
+    args = _args(tmp_path, vocab_files, max_epochs=2)
+    result = transfer_validation(args, cache, ["a", "b", "c"])
+    assert sorted((p["train"], p["test"]) for p in result["pairs"]) == [(s, t) for s in "abc" for t in "abc" if s != t]
+    validation_tracks = {
+        name: len(CacheDatasets(cache).get(name, Vocabulary(name, VOCABS[name], 1), "mean").rows("validation"))
+        for name in "abc"
+    }
+    for pair in result["pairs"]:
+        _, saved = load_head(tmp_path / "run" / f"transfer-from-{pair['train']}")
+        assert saved["train_datasets"] == [pair["train"]]  # trained on the source alone
+        assert pair["chance"] == pytest.approx(0.25, abs=0.05) and validation_tracks[pair["test"]] > 0
+        assert pair["over_chance"] == pytest.approx(pair["macro_f1"] / pair["chance"])
+    ratios = [p["over_chance"] for p in result["pairs"]]
+    assert result["worst_over_chance"] == min(ratios) and result["mean_over_chance"] == pytest.approx(np.mean(ratios))
+    # the three vocabularies name the same four emotions with synonyms: a head trained on one transfers
+    assert result["mean_over_chance"] > 1.5, result
+    assert json.loads((tmp_path / "run" / "transfer.json").read_text()) == result
+    table = transfer_markdown(result)
+    assert table.count("\n| ") == 6 and f"worst {result['worst_over_chance']:.2f}x" in table
+    with pytest.raises(ValueError, match="at least 2 datasets"):
+        transfer_validation(args, cache, ["a"])
+    with pytest.raises(ValueError, match="--objective"):
+        transfer_main(["--cache_dir", "x", "--output_dir", "y", "--objective", "listwise"])
