@@ -63,9 +63,11 @@ class MERAlignConfig(PretrainedConfig):
             with their `factors` and `names` (the valence and arousal axes; a factor above 1 stretches a direction,
             0 removes it, 1 keeps the cosine unchanged), the pole-word `poles` of the affect scale, and the
             `recipe` it was built from. None: bare sentence embeddings of the label.
-        affect_calibration (`dict`, *optional*): `{"valence": [scale, bias], "arousal": [scale, bias]}` mapping
-            an audio embedding's projection on each axis to the pole-word scale; fitted on training-dataset
-            validation data. `pipeline(..., return_affect=True)` needs it.
+        affect_calibration (`dict`, *optional*): how an audio embedding becomes valence and arousal
+            (scoring_meralign.audio_affect): `anchors`, the training vocabularies' labels, whose places on the axes
+            are averaged under the model's softmax over them (without anchors: the projection on each axis), then
+            `{"valence": [scale, bias], "arousal": [scale, bias]}` onto the pole-word scale; fitted on
+            training-dataset validation data. `pipeline(..., return_affect=True)` needs it.
         sampling_rate (`int`): the audio tower's rate (MERT: 24 kHz).
         segment_seconds (`float`): audio is scored in non-overlapping segments of this length.
     """
@@ -174,17 +176,29 @@ class MERAlignConfig(PretrainedConfig):
         self.label_space = check_label_space(self.label_space, self.text_config.hidden_size)
         if self.affect_calibration is not None:
             calibration = self.affect_calibration
+            maps = {k: v for k, v in calibration.items() if k != "anchors"} if isinstance(calibration, dict) else None
             if (
-                not isinstance(calibration, dict)
-                or sorted(calibration) != ["arousal", "valence"]
+                maps is None
+                or sorted(maps) != ["arousal", "valence"]
                 or any(
-                    len(pair) != 2 or not all(isinstance(x, (int, float)) for x in pair)
-                    for pair in calibration.values()
+                    not isinstance(pair, (list, tuple))
+                    or len(pair) != 2
+                    or not all(isinstance(x, (int, float)) for x in pair)
+                    for pair in maps.values()
                 )
             ):
                 raise ValueError(
-                    f"affect_calibration must be {{'valence': [scale, bias], 'arousal': [scale, bias]}}, "
-                    f"got {calibration!r}"
+                    f"affect_calibration must be {{'valence': [scale, bias], 'arousal': [scale, bias]}} with optional "
+                    f"'anchors', got {calibration!r}"
+                )
+            anchors = calibration.get("anchors")
+            if anchors is not None and (
+                not isinstance(anchors, list)
+                or not anchors
+                or not all(isinstance(a, str) and a.strip() for a in anchors)
+            ):
+                raise ValueError(
+                    f"affect_calibration['anchors'] must be a non-empty list of label words, got {anchors!r}"
                 )
             if self.label_space is None:
                 raise ValueError("affect_calibration needs a label_space with valence and arousal axes")

@@ -24,7 +24,7 @@ try:
     from .scoring_meralign import (
         AGGREGATIONS,
         TEXT_MAX_LENGTH,
-        affect_coordinates,
+        audio_affect,
         check_template,
         combine_templates,
         has_affect_axes,
@@ -39,7 +39,7 @@ except ImportError:  # imported as a top-level module (local use, tests)
     from scoring_meralign import (
         AGGREGATIONS,
         TEXT_MAX_LENGTH,
-        affect_coordinates,
+        audio_affect,
         check_template,
         combine_templates,
         has_affect_axes,
@@ -341,9 +341,7 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
         if not (return_segments or return_affect):
             return ranked
         result = {"labels": [r["label"] for r in ranked], "scores": [r["score"] for r in ranked]}
-        affect = (
-            affect_coordinates(audio.numpy(), config.label_space, config.affect_calibration) if return_affect else {}
-        )
+        affect = self._affect(audio.numpy()) if return_affect else {}
         result.update({axis: float(values.mean()) for axis, values in affect.items()})
         if return_segments:
             result["segments"] = [
@@ -356,6 +354,14 @@ class ZeroShotMusicEmotionPipeline(ChunkPipeline):
                 for i, (out, row) in enumerate(zip(model_outputs, per_segment))
             ]
         return result
+
+    def _affect(self, audio: np.ndarray) -> dict[str, np.ndarray]:
+        """Valence and arousal of segment embeddings [S, dim], through the model's anchor labels if it has them."""
+        config = self.model.config
+        anchors = config.affect_calibration.get("anchors")
+        vectors = self.label_embeddings(anchors).double().numpy() if anchors else None
+        logit_scale = self.calibration()["logit_scale"]
+        return audio_affect(audio, config.label_space, config.affect_calibration, vectors, logit_scale)
 
     def calibration(self) -> dict:
         """The model's score calibration: softmax temperature (log scale) and the multi-label logistic."""

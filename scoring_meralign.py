@@ -169,27 +169,54 @@ def has_affect_axes(label_space: dict | None) -> bool:
     )
 
 
-def affect_coordinates(vectors, label_space: dict, calibration: dict | None = None) -> dict[str, np.ndarray]:
-    """Valence and arousal of vectors [n, dim] in the label space.
+def affect_coordinates(vectors, label_space: dict) -> dict[str, np.ndarray]:
+    """Valence and arousal of label vectors [n, dim]: each vector's projection on the axis, rescaled so the label
+    space's negative pole words sit at -1 and its positive ones at +1 (`label_space["poles"]`)."""
+    out = {}
+    for axis, projection in _axis_projections(vectors, label_space).items():
+        low, high = label_space["poles"][axis]
+        out[axis] = (2.0 * projection - (low + high)) / (high - low)
+    return out
 
-    A vector's raw coordinate on an axis is its projection on that direction, rescaled so the label space's
-    negative pole words sit at -1 and its positive ones at +1 (`label_space["poles"]`). For audio embeddings,
-    `calibration` maps the projection linearly onto that scale (`{"valence": [scale, bias], ...}`, fitted on the
-    training datasets' validation segments against their labels' coordinates).
+
+def affect_readout(audio, label_space: dict, anchor_vectors=None, logit_scale: float = 0.0) -> dict[str, np.ndarray]:
+    """The raw valence and arousal of audio embeddings [n, dim], before the calibration's linear map.
+
+    With `anchor_vectors` [m, dim] (the training vocabularies' label vectors): the anchors' mean place on each
+    axis, weighted by the model's softmax over them (scale exp(logit_scale)). The head is trained to sit near its
+    labels, not to carry their share of each axis, so reading affect through the labels it was trained on follows
+    documented affect more closely than the projection does (docs/label-space.md). Without anchors (models saved
+    before they were recorded): the projection on the axis.
     """
+    if anchor_vectors is None:
+        return _axis_projections(audio, label_space)
+    anchors = np.asarray(anchor_vectors, dtype=np.float64)
+    anchors = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
+    audio = np.asarray(audio, dtype=np.float64)
+    audio = audio / np.linalg.norm(audio, axis=1, keepdims=True)
+    # the same softmax as the single-label scores (segment_scores), over the anchors
+    weights = segment_scores(
+        audio @ anchors.T, multi_label=False, logit_scale=logit_scale, multilabel_scale=0.0, multilabel_bias=0.0
+    )
+    return {axis: weights @ place for axis, place in affect_coordinates(anchors, label_space).items()}
+
+
+def audio_affect(
+    audio, label_space: dict, calibration: dict, anchor_vectors=None, logit_scale: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Valence and arousal of audio embeddings [n, dim] on the pole-word scale: the raw reading
+    (:func:`affect_readout`) mapped by `calibration` (`{"valence": [scale, bias], "arousal": [scale, bias]}`,
+    fitted on the training datasets' validation segments against their labels' coordinates)."""
+    raw = affect_readout(audio, label_space, anchor_vectors, logit_scale)
+    return {axis: calibration[axis][0] * values + calibration[axis][1] for axis, values in raw.items()}
+
+
+def _axis_projections(vectors, label_space: dict) -> dict[str, np.ndarray]:
     if not has_affect_axes(label_space):
         raise ValueError("the label space has no valence and arousal axes: this model was saved without them")
     vectors = np.asarray(vectors, dtype=np.float64)
-    out = {}
-    for axis in AFFECT_AXES:
-        projection = vectors @ np.asarray(label_space["directions"][label_space["names"].index(axis)])
-        if calibration is not None:
-            scale, bias = calibration[axis]
-            out[axis] = scale * projection + bias
-        else:
-            low, high = label_space["poles"][axis]
-            out[axis] = (2.0 * projection - (low + high)) / (high - low)
-    return out
+    names = label_space["names"]
+    return {axis: vectors @ np.asarray(label_space["directions"][names.index(axis)]) for axis in AFFECT_AXES}
 
 
 # ------------------------------------------------------------------------------------------- scores

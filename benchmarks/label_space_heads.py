@@ -74,6 +74,7 @@ def seed_scores(name: str, seed: int, overrides: dict, demo_dir: Path, work: Pat
         "behind_ridge": sum(f1(r) <= linear.get((tuple(r.train), r.test), -1) for r, _ in zero_shot),
         "in_domain": float(np.mean([f1(r) for r in head if r.kind == "in-domain"])),
         **{axis: affect[axis]["spearman"] for axis in affect},
+        "affect_readout": "anchors" if saved.get("affect_calibration", {}).get("anchors") else "projection",
     }
 
 
@@ -91,22 +92,27 @@ COLUMNS = (
     "in_domain",
     "valence",
     "arousal",
+    "affect_readout",
 )
 
 
-def summary(results: dict[str, dict]) -> str:
-    """One row per configuration (means over its seeds; counts summed), then how well each selection criterion
-    ranks the configurations by mean zero-shot F1 (Spearman over configurations, and over every (configuration,
-    seed) run).
+def summary(results: dict[str, dict], baseline: str = "default") -> str:
+    """One row per configuration (means over its seeds; counts summed), with the paired t statistic of its transfer
+    criterion against `baseline`'s over the seeds both ran (the selection rule: a configuration replaces the
+    baseline only where that t passes a one-sided 5% test); then how well each selection criterion ranks the
+    configurations by mean zero-shot F1 (Spearman over configurations, and over every (configuration, seed) run).
 
     `results`: name -> the JSON this benchmark writes ({"overrides", "seeds": {seed: scores}})."""
     from scipy.stats import spearmanr
 
     rows = {name: list(r["seeds"].values()) for name, r in sorted(results.items())}
-    lines = ["| configuration | seeds | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    header = "| configuration | seeds | " + " | ".join(COLUMNS) + f" | transfer vs {baseline}: paired t |"
+    lines = [header, "|---|---|" + "---|" * (len(COLUMNS) + 1)]
     for name, runs in rows.items():
         cells = [_mean_cell([run.get(column) for run in runs]) for column in COLUMNS]
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+        t = paired_t(results[name]["seeds"], results[baseline]["seeds"]) if baseline in results else None
+        shown = "" if t is None or name == baseline else f"{t:+.2f}"
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {shown} |")
     lines.append("")
     runs = [run for seeds in rows.values() for run in seeds if all(c in run for c in CRITERIA)]
     complete = [name for name, seeds in rows.items() if all(all(c in run for c in CRITERIA) for run in seeds)]
@@ -128,10 +134,22 @@ def summary(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_t(seeds: dict, baseline: dict, key: str = "transfer_over_chance") -> float | None:
+    """t statistic of the mean paired difference of `key` between two configurations over their common seeds
+    (None with fewer than 2 seeds holding it, or no spread)."""
+    common = [s for s in seeds if s in baseline and key in seeds[s] and key in baseline[s]]
+    differences = np.array([seeds[s][key] - baseline[s][key] for s in common])
+    if len(differences) < 2 or not differences.std(ddof=1) > 0:
+        return None
+    return float(differences.mean() / (differences.std(ddof=1) / np.sqrt(len(differences))))
+
+
 def _mean_cell(values: list) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return ""
+    if all(isinstance(v, str) for v in values):
+        return "/".join(dict.fromkeys(values))
     if all(isinstance(v, int) for v in values):  # counts: the total over seeds
         return str(sum(values))
     return f"{np.mean(values):.3f}"
@@ -157,7 +175,8 @@ def main(argv=None) -> int:
     result = {}
     for seed in args.seeds:
         result[seed] = seed_scores(args.name, seed, overrides, args.demo_dir, args.work_dir)
-        print(args.name, seed, json.dumps({k: round(v, 3) for k, v in result[seed].items()}), flush=True)
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result[seed].items()}
+        print(args.name, seed, json.dumps(shown), flush=True)
     out = RESULTS / f"{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"overrides": overrides, "seeds": result}, indent=1) + "\n")

@@ -1,8 +1,8 @@
 """Checking predicted valence and arousal against the documented affect of what the tracks express.
 
-A track's predicted valence (arousal) is the mean over its segments of the head's audio embedding read on the
-label space's axis and calibrated (scoring_meralign.affect_coordinates); it is compared with the documented
-value of the track's main label by Spearman correlation over tracks, with a 95% bootstrap interval.
+A track's predicted valence (arousal) is the mean over its segments of the head's audio embedding read as the
+model reads it (scoring_meralign.audio_affect: through its anchor labels, then calibrated); it is compared with
+the documented value of the track's main label by Spearman correlation over tracks, with a 95% bootstrap interval.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
+from meralign.alignment.label_space import label_vectors
 from meralign.features.datasets import DatasetArrays
 from meralign.metrics.bootstrap import LEVEL, N_RESAMPLES, interval
 from meralign.training.calibration import projected
-from scoring_meralign import AFFECT_AXES, affect_coordinates
+from scoring_meralign import AFFECT_AXES, audio_affect
 
 
 def affect_agreement(
@@ -31,9 +32,10 @@ def affect_agreement(
     if fields.get("label_space") is None or fields.get("affect_calibration") is None:
         raise ValueError("affect needs a head trained into a label space with affect axes (and its calibration)")
     rows = data.rows(split)
-    affect = affect_coordinates(
-        projected(head, data.features[rows]), fields["label_space"], fields["affect_calibration"]
-    )
+    calibration, space = fields["affect_calibration"], fields["label_space"]
+    anchors = calibration.get("anchors")
+    vectors = label_vectors(anchors, space, template=fields["hypothesis_template"]) if anchors else None
+    affect = audio_affect(projected(head, data.features[rows]), space, calibration, vectors, fields["logit_scale"])
     tracks = list(dict.fromkeys(data.track_ids[i] for i in rows))
     position = {track: i for i, track in enumerate(tracks)}
     groups = np.array([position[data.track_ids[i]] for i in rows])

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from scoring_meralign import AFFECT_AXES, affect_coordinates
+from scoring_meralign import AFFECT_AXES, affect_coordinates, affect_readout
 
 
 @torch.inference_mode()
@@ -70,19 +70,24 @@ def fit_calibration(cosines: list[np.ndarray], references: list[np.ndarray]) -> 
 
 
 def fit_affect_calibration(
-    audio: list[np.ndarray], label_vectors: list, references: list[np.ndarray], label_space: dict
+    audio: list[np.ndarray],
+    label_vectors: list,
+    references: list[np.ndarray],
+    label_space: dict,
+    anchor_vectors: np.ndarray,
+    logit_scale: float,
 ) -> dict:
-    """`{"valence": [scale, bias], "arousal": [scale, bias]}`: least squares from an audio embedding's projection
-    on each axis to its labels' place on the pole-word scale (the mean of its positive labels' coordinates), over
-    the training datasets' validation segments (scoring_meralign.affect_coordinates)."""
+    """`{"valence": [scale, bias], "arousal": [scale, bias]}`: least squares from an audio embedding's raw reading
+    through the anchors (scoring_meralign.affect_readout) to its labels' place on the pole-word scale (the mean of
+    its positive labels' coordinates), over the training datasets' validation segments."""
     calibration = {}
     raw = {axis: [] for axis in AFFECT_AXES}
     targets = {axis: [] for axis in raw}
     for embeds, vectors, refs in zip(audio, label_vectors, references):
         label_coordinates = affect_coordinates(np.asarray(vectors, dtype=np.float64), label_space)
-        projections = affect_coordinates(embeds, label_space, {axis: (1.0, 0.0) for axis in raw})
+        readings = affect_readout(embeds, label_space, anchor_vectors, logit_scale)
         for axis in raw:
-            raw[axis].append(projections[axis])
+            raw[axis].append(readings[axis])
             targets[axis].append(refs @ label_coordinates[axis] / refs.sum(axis=1))
     for axis in raw:
         x, y = np.concatenate(raw[axis]), np.concatenate(targets[axis])

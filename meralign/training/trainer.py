@@ -259,6 +259,15 @@ class Trainer:
                 flush=True,
             )
 
+    def _anchors(self) -> tuple[list[str], np.ndarray]:
+        """The training labels, each once (first appearance), and their label-space vectors: what valence and
+        arousal are read through (scoring_meralign.affect_readout)."""
+        rows = {}
+        for d, vectors in zip(self.data, self.label_embeddings):
+            for label, vector in zip(d.vocabulary.labels, vectors.numpy()):
+                rows.setdefault(label, vector)
+        return list(rows), np.stack(list(rows.values()))
+
     def _finish(self, state: dict) -> dict:
         """Calibrate the best head on validation data, save it to output_dir, write the summary."""
         acc = self.accelerator
@@ -272,9 +281,11 @@ class Trainer:
         references = [d.labels[d.rows("validation")].numpy().astype(float) for d in self.data]
         calibration = fit_calibration(cosines, references)
         if self.label_space is not None:
-            calibration["affect_calibration"] = fit_affect_calibration(
-                audio, self.label_embeddings, references, self.label_space
+            anchors, anchor_vectors = self._anchors()
+            maps = fit_affect_calibration(
+                audio, self.label_embeddings, references, self.label_space, anchor_vectors, calibration["logit_scale"]
             )
+            calibration["affect_calibration"] = {**maps, "anchors": anchors}
         alignment = {
             "bandwidth": self.clusters.bandwidth,
             "n_clusters": self.clusters.n_clusters,

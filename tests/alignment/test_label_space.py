@@ -124,6 +124,17 @@ def test_config_refuses_inconsistent_label_spaces(tiny_model):
         )
     with pytest.raises(ValueError, match="affect_calibration needs a label_space"):
         MERAlignConfig(**{**fields, "label_space": None, "affect_calibration": {"valence": [1, 0], "arousal": [1, 0]}})
+    space = resolve_label_space("default")
+    maps = {"valence": [1, 0], "arousal": [1, 0]}
+    for anchors in ([], "happy", ["happy", ""], ["happy", 3]):
+        with pytest.raises(
+            ValueError, match=r"affect_calibration\['anchors'\] must be a non-empty list of label words"
+        ):
+            MERAlignConfig(**{**fields, "label_space": space, "affect_calibration": {**maps, "anchors": anchors}})
+    with pytest.raises(ValueError, match="affect_calibration must be"):
+        MERAlignConfig(**{**fields, "label_space": space, "affect_calibration": {**maps, "dominance": [1, 0]}})
+    config = MERAlignConfig(**{**fields, "label_space": space, "affect_calibration": {**maps, "anchors": ["happy"]}})
+    assert config.affect_calibration["anchors"] == ["happy"]
 
 
 @pytest.fixture(scope="module")

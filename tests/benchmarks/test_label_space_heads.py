@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import label_space_heads as heads  # noqa: E402
@@ -42,3 +44,15 @@ def test_summary_leaves_out_of_the_ranking_configurations_measured_before_the_cr
     table = heads.summary(results)
     assert "| old | 1 | 0.900 |  |" in table  # shown, with the criterion's cell empty
     assert "over 3 configurations, 1.00 over 3 runs" in table
+
+
+def test_paired_t_against_the_baseline():
+    base = {"0": {"transfer_over_chance": 1.0}, "1": {"transfer_over_chance": 2.0}, "2": {"transfer_over_chance": 3.0}}
+    ahead = {s: {"transfer_over_chance": v["transfer_over_chance"] + d} for (s, v), d in zip(base.items(), (1, 2, 3))}
+    # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt(3))
+    assert heads.paired_t(ahead, base) == pytest.approx(2 * 3**0.5)
+    assert heads.paired_t(base, base) is None  # no spread
+    assert heads.paired_t({"0": ahead["0"]}, base) is None  # one common seed
+    table = heads.summary({"default": {"seeds": base}, "other": {"seeds": ahead}})
+    assert table.splitlines()[0].endswith("| transfer vs default: paired t |")
+    assert next(line for line in table.splitlines() if line.startswith("| other |")).endswith("| +3.46 |")

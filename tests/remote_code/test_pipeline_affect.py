@@ -51,6 +51,43 @@ def test_valence_and_arousal_follow_the_axes_and_the_calibration(affect_pipe, cl
     assert len(result["labels"]) == len(LABELS)  # the scores come as well
 
 
+def test_a_model_with_anchors_reads_affect_through_them(affect_pipe, clip):
+    """With anchor labels in the calibration, each segment's valence/arousal is the calibrated, softmax-weighted
+    mean of the anchors' places on the axes (the anchors embedded as any label is)."""
+    import scoring_meralign as S
+
+    config = affect_pipe.model.config
+    anchors = ["happy", "gloomy", "relaxed", "furious"]
+    config.affect_calibration = {**CALIBRATION, "anchors": anchors}
+    try:
+        result = affect_pipe(clip, candidate_labels=LABELS, return_affect=True, return_segments=True)
+    finally:
+        config.affect_calibration = CALIBRATION
+    embeds, _ = affect_pipe.recording_embeddings(clip)
+    vectors = affect_pipe.label_embeddings(anchors).double().numpy()
+    places = S.affect_coordinates(vectors, config.label_space)
+    cosine = embeds.double().numpy() @ (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).T
+    weights = S.segment_scores(
+        cosine,
+        multi_label=False,
+        multilabel_scale=0.0,
+        multilabel_bias=0.0,
+        **{"logit_scale": affect_pipe.calibration()["logit_scale"]},
+    )
+    for axis, (scale, bias) in CALIBRATION.items():
+        expected = scale * (weights @ places[axis]) + bias
+        np.testing.assert_allclose([s[axis] for s in result["segments"]], expected, atol=1e-6)
+        projection = (
+            scale
+            * (
+                embeds.double().numpy()
+                @ np.asarray(config.label_space["directions"][config.label_space["names"].index(axis)])
+            )
+            + bias
+        )
+        assert not np.allclose(expected, projection)  # not the projection path
+
+
 def test_without_segments_affect_comes_for_the_recording_only(affect_pipe, clip):
     result = affect_pipe(clip, candidate_labels=LABELS, return_affect=True)
     assert set(result) == {"labels", "scores", "valence", "arousal"}

@@ -126,3 +126,37 @@ def test_pipeline_vote_and_protocol_song_vote_rank_every_song_the_same(top_k):
         ranked, _ = S.score_recording(cosine, labels, calibration=calibration, aggregation="vote", top_k=top_k)
         pipeline_order = [labels.index(r["label"]) for r in ranked]
         assert pipeline_order == list(protocol_order[ids.index(f"s{song}")][:top_k])
+
+
+def test_affect_readout_through_anchors():
+    """Valence/arousal read through anchor labels: the softmax-weighted mean of the anchors' places on the axes;
+    a sharp softmax on an audio vector equal to one anchor gives that anchor's place, a flat one the mean."""
+    space = {
+        "templates": ["{}"],
+        "directions": np.eye(4)[:2].tolist(),
+        "factors": [1.0, 1.0],
+        "names": ["valence", "arousal"],
+        "poles": {"valence": [-0.5, 0.5], "arousal": [-0.5, 0.5]},  # coordinate = 2 * projection
+    }
+    anchors = np.array([[0.4, 0.2, 0.8944, 0.0], [-0.3, 0.1, 0.0, 0.9487]])
+    anchors /= np.linalg.norm(anchors, axis=1, keepdims=True)  # unit, as label vectors are
+    places = S.affect_coordinates(anchors, space)
+    assert places["valence"] == pytest.approx([0.8, -0.6], abs=1e-4)
+    assert places["arousal"] == pytest.approx([0.4, 0.2], abs=1e-4)
+    sharp = S.affect_readout(anchors[:1], space, anchors, logit_scale=np.log(1e4))
+    assert sharp["valence"][0] == pytest.approx(0.8, abs=1e-4) and sharp["arousal"][0] == pytest.approx(0.4, abs=1e-4)
+    flat = S.affect_readout(anchors[:1], space, anchors, logit_scale=np.log(1e-6))
+    assert flat["valence"][0] == pytest.approx(0.1, abs=1e-4)
+    weights = S.segment_scores(
+        anchors[:1] @ anchors.T,
+        multi_label=False,
+        logit_scale=1.0,
+        multilabel_scale=0.0,
+        multilabel_bias=0.0,
+    )
+    calibrated = S.audio_affect(anchors[:1], space, {"valence": [2.0, 0.1], "arousal": [1.0, 0.0]}, anchors, 1.0)
+    assert calibrated["valence"][0] == pytest.approx(2.0 * (weights[0] @ places["valence"]) + 0.1)
+    without = S.audio_affect(anchors[:1], space, {"valence": [2.0, 0.1], "arousal": [1.0, 0.0]})  # the projection
+    assert without["valence"][0] == pytest.approx(2.0 * anchors[0, 0] + 0.1)
+    with pytest.raises(ValueError, match="no valence and arousal axes"):
+        S.affect_readout(anchors, {**space, "names": ["a", "b"]}, anchors)

@@ -68,6 +68,8 @@ def test_fit_learns_the_structure_and_transfers(tmp_path, cache, vocab_files):
     assert last < 0.8 * first, (first, last)
     head, saved = load_head(tmp_path / "run")
     assert saved["train_datasets"] == ["a", "b"] and saved["best_epoch"] == summary["best_epoch"]
+    # valence/arousal are read through the training labels, each once, in order of first appearance
+    assert saved["affect_calibration"]["anchors"] == list(dict.fromkeys(VOCABS["a"] + VOCABS["b"]))
     datasets = CacheDatasets(cache)
     in_domain = score_split(head, saved, datasets.get("a", Vocabulary("a", VOCABS["a"], 1), "mean"), "test")
     zero_shot = score_split(head, saved, datasets.get("c", Vocabulary("c", VOCABS["c"], 1), "mean"), "all")
@@ -141,7 +143,6 @@ def test_affect_weight_ties_the_embedding_to_its_labels_place_on_the_axes(tmp_pa
     """With the affect loss on, training drives it down, and the head's valence/arousal (read off the axes)
     follow the labels' more closely than a head trained without it, on the same data."""
     import scoring_meralign as sm
-
     from meralign.training.calibration import projected
 
     errors = {}
