@@ -169,14 +169,25 @@ def has_affect_axes(label_space: dict | None) -> bool:
     )
 
 
-def affect_coordinates(vectors, label_space: dict) -> dict[str, np.ndarray]:
-    """Valence and arousal of label vectors [n, dim]: each vector's projection on the axis, rescaled so the label
-    space's negative pole words sit at -1 and its positive ones at +1 (`label_space["poles"]`)."""
-    out = {}
-    for axis, projection in _axis_projections(vectors, label_space).items():
+def affect_scale(label_space: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map from a vector to its valence and arousal: `vectors @ weight + bias`, weight [dim, 2] and
+    bias [2] (AFFECT_AXES order). It is the projection on each axis, rescaled so the label space's negative pole
+    words sit at -1 and its positive ones at +1 (`label_space["poles"]`)."""
+    if not has_affect_axes(label_space):
+        raise ValueError("the label space has no valence and arousal axes: this model was saved without them")
+    names, weight, bias = label_space["names"], [], []
+    for axis in AFFECT_AXES:
         low, high = label_space["poles"][axis]
-        out[axis] = (2.0 * projection - (low + high)) / (high - low)
-    return out
+        weight.append(2.0 * np.asarray(label_space["directions"][names.index(axis)], dtype=np.float64) / (high - low))
+        bias.append(-(low + high) / (high - low))
+    return np.stack(weight, axis=1), np.asarray(bias)
+
+
+def affect_coordinates(vectors, label_space: dict) -> dict[str, np.ndarray]:
+    """Valence and arousal of label vectors [n, dim] on the pole-word scale (:func:`affect_scale`)."""
+    weight, bias = affect_scale(label_space)
+    coordinates = np.asarray(vectors, dtype=np.float64) @ weight + bias
+    return {axis: coordinates[:, i] for i, axis in enumerate(AFFECT_AXES)}
 
 
 def affect_readout(audio, label_space: dict, anchor_vectors=None, logit_scale: float = 0.0) -> dict[str, np.ndarray]:
@@ -189,7 +200,11 @@ def affect_readout(audio, label_space: dict, anchor_vectors=None, logit_scale: f
     before they were recorded): the projection on the axis.
     """
     if anchor_vectors is None:
-        return _axis_projections(audio, label_space)
+        if not has_affect_axes(label_space):
+            raise ValueError("the label space has no valence and arousal axes: this model was saved without them")
+        names = label_space["names"]
+        audio = np.asarray(audio, dtype=np.float64)
+        return {a: audio @ np.asarray(label_space["directions"][names.index(a)]) for a in AFFECT_AXES}
     anchors = np.asarray(anchor_vectors, dtype=np.float64)
     anchors = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
     audio = np.asarray(audio, dtype=np.float64)
@@ -209,14 +224,6 @@ def audio_affect(
     fitted on the training datasets' validation segments against their labels' coordinates)."""
     raw = affect_readout(audio, label_space, anchor_vectors, logit_scale)
     return {axis: calibration[axis][0] * values + calibration[axis][1] for axis, values in raw.items()}
-
-
-def _axis_projections(vectors, label_space: dict) -> dict[str, np.ndarray]:
-    if not has_affect_axes(label_space):
-        raise ValueError("the label space has no valence and arousal axes: this model was saved without them")
-    vectors = np.asarray(vectors, dtype=np.float64)
-    names = label_space["names"]
-    return {axis: vectors @ np.asarray(label_space["directions"][names.index(axis)]) for axis in AFFECT_AXES}
 
 
 # ------------------------------------------------------------------------------------------- scores

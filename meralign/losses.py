@@ -39,14 +39,8 @@ def triplet_cosine_loss(
         _check_matrix(tensor, name)
         if tensor.shape != z.shape:
             raise ValueError(f"{name} must have the shape of z {tuple(z.shape)}, got {tuple(tensor.shape)}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     losses = torch.relu(F.cosine_similarity(z, negative, dim=1) - F.cosine_similarity(z, positive, dim=1) + margin)
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "sum":
-        return losses.sum()
-    return losses
+    return _reduce(losses, reduction)
 
 
 def label_contrastive_loss(
@@ -76,18 +70,11 @@ def label_contrastive_loss(
         )
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     _require_rows(mask.any(dim=1), "has no positive label")
     labels = F.normalize(label_embeddings.to(z.dtype), dim=1)
     log_probs = (F.normalize(z, dim=1) @ labels.T / temperature).log_softmax(dim=1)
     target = mask.to(z.dtype) / mask.sum(dim=1, keepdim=True)
-    losses = -(target * log_probs).sum(dim=1)
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "sum":
-        return losses.sum()
-    return losses
+    return _reduce(-(target * log_probs).sum(dim=1), reduction)
 
 
 def affect_loss(
@@ -316,6 +303,13 @@ class MERAlignLoss(nn.Module):
             batch.label_matrix, batch.targets, self.n_negatives, generator=generator, normalize=self.normalize_targets
         )
         return triplet_cosine_loss(batch.z, positive.to(device), negative.to(device), margin=self.margin)
+
+
+def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-row losses [B] reduced: "mean", "sum" or "none"."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" else losses
 
 
 def _masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

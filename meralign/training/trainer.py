@@ -123,25 +123,14 @@ class Trainer:
             self.targets = self.label_embeddings
 
     def _prepare_affect(self) -> None:
-        """The affine map from a unit vector to its pole-scaled affect coordinates, and each label's coordinates."""
-        from scoring_meralign import AFFECT_AXES, affect_coordinates, has_affect_axes
+        """For the affect loss: the map from a unit vector to its valence/arousal, and each label's."""
+        from scoring_meralign import affect_scale, has_affect_axes
 
-        space = self.label_space
-        if space is None or not has_affect_axes(space):
+        if self.label_space is None or not has_affect_axes(self.label_space):
             raise ValueError("--affect_weight > 0 needs a label space with valence and arousal axes")
-        weight, bias = [], []
-        for axis in AFFECT_AXES:
-            low, high = space["poles"][axis]
-            weight.append(2.0 * np.asarray(space["directions"][space["names"].index(axis)]) / (high - low))
-            bias.append(-(low + high) / (high - low))
-        self.affect_map = (
-            torch.tensor(np.stack(weight, 1), dtype=torch.float32),
-            torch.tensor(bias, dtype=torch.float32),
-        )
-        self.label_affect = [
-            torch.tensor(np.stack([c[a] for a in AFFECT_AXES], 1), dtype=torch.float32)
-            for c in (affect_coordinates(e.numpy(), space) for e in self.label_embeddings)
-        ]
+        weight, bias = (torch.tensor(x, dtype=torch.float32) for x in affect_scale(self.label_space))
+        self.affect_map = (weight, bias)
+        self.label_affect = [e.float() @ weight + bias for e in self.label_embeddings]
 
     # ---------------------------------------------------------------------------------- one epoch
     def _epoch_batches(self, epoch: int) -> tuple[list[list[torch.Tensor]], torch.Generator]:
