@@ -169,18 +169,21 @@ def has_affect_axes(label_space: dict | None) -> bool:
     )
 
 
-def affect_scale(label_space: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The affine map from a vector to its valence and arousal: `vectors @ weight + bias`, weight [dim, 2] and
-    bias [2] (AFFECT_AXES order). It is the projection on each axis, rescaled so the label space's negative pole
-    words sit at -1 and its positive ones at +1 (`label_space["poles"]`)."""
+def affect_axes(label_space: dict) -> np.ndarray:
+    """The valence and arousal directions [dim, 2] (AFFECT_AXES order) of a label space that has them."""
     if not has_affect_axes(label_space):
         raise ValueError("the label space has no valence and arousal axes: this model was saved without them")
-    names, weight, bias = label_space["names"], [], []
-    for axis in AFFECT_AXES:
-        low, high = label_space["poles"][axis]
-        weight.append(2.0 * np.asarray(label_space["directions"][names.index(axis)], dtype=np.float64) / (high - low))
-        bias.append(-(low + high) / (high - low))
-    return np.stack(weight, axis=1), np.asarray(bias)
+    names, directions = label_space["names"], label_space["directions"]
+    return np.stack([np.asarray(directions[names.index(axis)], dtype=np.float64) for axis in AFFECT_AXES], axis=1)
+
+
+def affect_scale(label_space: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map from a vector to its valence and arousal: `vectors @ weight + bias`, weight [dim, 2] and
+    bias [2] (AFFECT_AXES order). It is the projection on each axis (:func:`affect_axes`), rescaled so the label
+    space's negative pole words sit at -1 and its positive ones at +1 (`label_space["poles"]`)."""
+    axes = affect_axes(label_space)  # first: it refuses a space without axes or poles
+    low, high = (np.array([label_space["poles"][axis][end] for axis in AFFECT_AXES]) for end in (0, 1))
+    return axes * (2.0 / (high - low)), -(low + high) / (high - low)
 
 
 def affect_coordinates(vectors, label_space: dict) -> dict[str, np.ndarray]:
@@ -200,11 +203,8 @@ def affect_readout(audio, label_space: dict, anchor_vectors=None, logit_scale: f
     before they were recorded): the projection on the axis.
     """
     if anchor_vectors is None:
-        if not has_affect_axes(label_space):
-            raise ValueError("the label space has no valence and arousal axes: this model was saved without them")
-        names = label_space["names"]
-        audio = np.asarray(audio, dtype=np.float64)
-        return {a: audio @ np.asarray(label_space["directions"][names.index(a)]) for a in AFFECT_AXES}
+        projections = np.asarray(audio, dtype=np.float64) @ affect_axes(label_space)
+        return {axis: projections[:, i] for i, axis in enumerate(AFFECT_AXES)}
     anchors = np.asarray(anchor_vectors, dtype=np.float64)
     anchors = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
     audio = np.asarray(audio, dtype=np.float64)

@@ -87,7 +87,7 @@ def affect_loss(
     """Mean squared error between the audio embedding's place on the affect axes and its positive labels' mean place.
 
     A unit vector's coordinates are `normalize(z) @ weight + bias` (the label space's axes, scaled so the pole words
-    sit at -1 and +1: scoring_meralign.affect_coordinates); the labels' are `label_coordinates` [L, A], the same
+    sit at -1 and +1: scoring_meralign.affect_scale); the labels' are `label_coordinates` [L, A], the same
     map applied to their vectors. It asks the head to carry valence and arousal explicitly, which the triplet loss
     weighs no more than any other direction.
 

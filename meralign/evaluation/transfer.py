@@ -50,9 +50,9 @@ def transfer_validation(fit_args: FitArguments, datasets=None, names: list[str] 
             if target == source:
                 continue
             data = datasets.get(target, vocabularies[target], saved["pooling"])
-            result = score_split(head, saved, data, "validation")
-            f1 = float(result["segment"]["macro_f1"])
-            chance = float(result["chance"]["segment"]["random_topk"]["macro_f1"])
+            scored = score_split(head, saved, data, "validation")
+            f1 = float(scored["segment"]["macro_f1"])
+            chance = float(scored["chance"]["segment"]["random_topk"]["macro_f1"])
             pairs.append(
                 {"train": source, "test": target, "macro_f1": f1, "chance": chance, "over_chance": f1 / chance}
             )
